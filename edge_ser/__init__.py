@@ -1,0 +1,17 @@
+"""edge-ser: a private, on-device speech-emotion sensor.
+
+Data flow, one module per stage::
+
+    source -> vad -> windows -> (preprocess) -> model -> aggregate -> publish
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+#: Class order of every edge-ser model's ``logits`` output (also stored in its metadata).
+LABELS: tuple[str, ...] = ("anger", "happiness", "neutral", "sadness")
+#: Sample rate of everything past the source stage, in Hz.
+SAMPLE_RATE = 16_000
+#: Default analysis window, in seconds (the paper's 8 s).
+WINDOW_S = 8.0

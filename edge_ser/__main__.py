@@ -1,0 +1,5 @@
+import sys
+
+from edge_ser.cli import main
+
+sys.exit(main())

@@ -1,0 +1,294 @@
+"""Configuration: YAML into pydantic models.
+
+Every field's description carries its unit. Unknown keys are refused (``extra="forbid"``), and
+every error names the file, the line and the dotted key, e.g.::
+
+    config/edge-ser.yaml:12: vad.frame_ms: Input should be 10, 20 or 30
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge_ser.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO_ROOT / "models" / "edge-ser-compact.int8.onnx"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SourceConfig(_Strict):
+    type: Literal["mic", "file", "stdin"] = Field(
+        "mic", description="Where audio comes from: microphone, a WAV file, or raw PCM on stdin."
+    )
+    device: str | int | None = Field(
+        None,
+        description="mic: device name substring (case-insensitive) or PortAudio index; "
+        "null = the default input device.",
+    )
+    rate: int | None = Field(
+        None, ge=8000, le=192000,
+        description="mic/stdin: capture rate in Hz; null = 16000 if the device supports it, "
+        "else its default rate (resampled to 16000 Hz).",
+    )
+    channels: int = Field(1, ge=1, le=8, description="Captured channels (count), downmixed.")
+    path: Path | None = Field(None, description="file: path of the WAV file to play.")
+    realtime: bool = Field(
+        True, description="file: play at real time (true) or as fast as possible (false)."
+    )
+    loop: bool = Field(False, description="file: start again at the end (true) or stop (false).")
+    chunk_ms: int = Field(30, ge=10, le=1000, description="Capture block length in milliseconds.")
+    queue_s: float = Field(
+        10.0, gt=0, le=600,
+        description="Capacity of the capture queue in seconds of audio; when full the oldest "
+        "audio is dropped and counted.",
+    )
+    reopen_min_s: float = Field(
+        1.0, gt=0, description="First delay before reopening a failed device, in seconds."
+    )
+    reopen_max_s: float = Field(
+        30.0, gt=0, description="Largest delay between reopen attempts, in seconds."
+    )
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> SourceConfig:
+        if self.type == "file" and self.path is None:
+            raise ValueError("source.type 'file' needs source.path")
+        return self
+
+
+class VadConfig(_Strict):
+    aggressiveness: int = Field(
+        2, ge=0, le=3, description="webrtcvad aggressiveness, 0 (lenient) to 3 (strict), no unit."
+    )
+    frame_ms: Literal[10, 20, 30] = Field(30, description="VAD frame length in milliseconds.")
+    preroll_ms: int = Field(
+        300, ge=0, le=2000, description="Audio kept before speech onset, in milliseconds."
+    )
+    hangover_ms: int = Field(
+        600, ge=0, le=5000,
+        description="Non-speech tolerated inside an utterance before it ends, in milliseconds.",
+    )
+    min_speech_ms: int = Field(
+        250, ge=0, description="Utterances shorter than this are ignored, in milliseconds."
+    )
+    max_utterance_s: float = Field(
+        60.0, gt=0, description="An utterance longer than this is closed and reported, seconds."
+    )
+
+
+class WindowConfig(_Strict):
+    length_s: float = Field(8.0, gt=0, le=30, description="Analysis window length in seconds.")
+    hop_s: float = Field(
+        8.0, gt=0, le=30, description="Step between window starts in seconds (<= length_s)."
+    )
+    min_s: float = Field(
+        1.0, ge=0, description="A trailing piece shorter than this (seconds) is dropped unless "
+        "it is the utterance's only window.",
+    )
+
+    @model_validator(mode="after")
+    def _hop_le_length(self) -> WindowConfig:
+        if self.hop_s > self.length_s:
+            raise ValueError("windows.hop_s must not exceed windows.length_s")
+        return self
+
+
+class ModelConfig(_Strict):
+    path: Path = Field(DEFAULT_MODEL, description="ONNX model file (the edge-ser model contract).")
+    threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads (count).")
+    arena: bool = Field(
+        True, description="onnxruntime CPU memory arena on (faster) or off (flatter RSS)."
+    )
+
+
+class AggregateConfig(_Strict):
+    mode: Literal["utterance", "voice_note"] = Field(
+        "utterance",
+        description="Pool window scores per utterance (daemon) or over the whole input (a note).",
+    )
+
+
+class TlsConfig(_Strict):
+    ca: Path | None = Field(None, description="CA certificate file (PEM) to verify the broker.")
+    certfile: Path | None = Field(None, description="Client certificate file (PEM).")
+    keyfile: Path | None = Field(None, description="Client private key file (PEM).")
+    insecure: bool = Field(False, description="Skip broker hostname verification (testing only).")
+
+
+class MqttConfig(_Strict):
+    host: str | None = Field(
+        None, description="Broker host name or address; null = print events as JSON lines."
+    )
+    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
+    client_id: str | None = Field(None, description="MQTT client id; null = edge-ser-<device_id>.")
+    username: str | None = Field(None, description="MQTT user name.")
+    password_file: Path | None = Field(
+        None,
+        description="File holding the MQTT password; a relative name is looked up in "
+        "$CREDENTIALS_DIRECTORY first (systemd LoadCredential=).",
+    )
+    tls: TlsConfig | None = Field(None, description="TLS settings; null = plain TCP.")
+    prefix: str = Field("edge-ser", description="Topic prefix.")
+    device_id: str | None = Field(None, description="Device id in topics; null = host name.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of emotion events.")
+    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay in seconds.")
+    reconnect_max_s: float = Field(60.0, gt=0, description="Largest reconnect delay in seconds.")
+    buffer_events: int = Field(
+        1000, ge=1, description="Events kept while the broker is away (count); oldest dropped."
+    )
+    discovery: bool = Field(True, description="Publish Home Assistant discovery configs.")
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix.")
+    stats_interval_s: float = Field(60.0, gt=0, description="Period of the stats topic, seconds.")
+
+
+class MemoryBudget(_Strict):
+    rss_mb: float = Field(
+        400.0, gt=0,
+        description="Resident memory budget in MiB; above it windows are skipped (load shed).",
+    )
+
+
+class ThermalBudget(_Strict):
+    zone: Path = Field(
+        Path("/sys/class/thermal/thermal_zone0/temp"),
+        description="Thermal zone file (millidegrees Celsius); missing = no thermal control.",
+    )
+    soft_c: float = Field(70.0, description="Throttle above this temperature, degrees Celsius.")
+    hard_c: float = Field(80.0, description="Pause inference above this, degrees Celsius.")
+    hysteresis_c: float = Field(
+        5.0, ge=0, description="Resume once this far below a limit, degrees Celsius."
+    )
+    poll_s: float = Field(2.0, gt=0, description="Temperature sampling period, seconds.")
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> ThermalBudget:
+        if self.soft_c >= self.hard_c:
+            raise ValueError("budgets.thermal.soft_c must be below hard_c")
+        return self
+
+
+class Budgets(_Strict):
+    memory: MemoryBudget = Field(default_factory=MemoryBudget, description="Memory budget.")
+    thermal: ThermalBudget = Field(default_factory=ThermalBudget, description="Thermal budget.")
+    duty_cycle: float = Field(
+        1.0, gt=0, le=1.0,
+        description="Largest share of wall time spent in inference (0-1, fraction).",
+    )
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+
+class Config(_Strict):
+    source: SourceConfig = Field(default_factory=SourceConfig, description="Audio source.")
+    vad: VadConfig = Field(default_factory=VadConfig, description="Voice-activity gate.")
+    windows: WindowConfig = Field(default_factory=WindowConfig, description="Windowing.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Emotion model.")
+    aggregate: AggregateConfig = Field(
+        default_factory=AggregateConfig, description="Score pooling."
+    )
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Event output.")
+    budgets: Budgets = Field(default_factory=Budgets, description="Resource budgets.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+
+
+# --- loading with line numbers ---------------------------------------------------------------
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = key.value
+            out[path + (k,)] = key.start_mark.line + 1
+            _line_index(value, path + (k,), out)
+            out[path + (k,)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, path + (i,), out)
+
+
+def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+    key = tuple(str(p) if not isinstance(p, int) else p for p in loc)
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key[:-1]
+    return lines.get((), None)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Parse YAML text into a :class:`Config`; raise :class:`ConfigError` naming line and key."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the top level must be a mapping of sections")
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _line_index(node, (), lines)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        line = _line_for(loc, lines)
+        where = f"{source}:{line}" if line is not None else source
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"{where}: {key}: {msg}{more}") from exc
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load a YAML config file; ``None`` gives the built-in defaults.
+
+    Relative paths inside the file (model, WAV, certificates, thermal zone) are resolved
+    against the file's directory.
+    """
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config ({exc.strerror or exc})") from exc
+    cfg = parse_config(text, str(p))
+    return _resolve_paths(cfg, p.parent)
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    def fix(value: Path | None) -> Path | None:
+        if value is None or value.is_absolute():
+            return value
+        return (base / value).resolve()
+
+    cfg.model.path = fix(cfg.model.path) or cfg.model.path
+    if cfg.source.path is not None:
+        cfg.source.path = fix(cfg.source.path)
+    if cfg.mqtt.tls is not None:
+        cfg.mqtt.tls.ca = fix(cfg.mqtt.tls.ca)
+        cfg.mqtt.tls.certfile = fix(cfg.mqtt.tls.certfile)
+        cfg.mqtt.tls.keyfile = fix(cfg.mqtt.tls.keyfile)
+    return cfg
