@@ -8,7 +8,7 @@ decimation by dropping samples.
 from __future__ import annotations
 
 import logging
-import wave
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -62,9 +62,14 @@ def read_wav(path: str | Path, rate: int = SAMPLE_RATE) -> Float32Array:
     if not p.is_file():
         raise AudioError(f"{p}: no such file")
     try:
-        rate_in, data = wavfile.read(str(p), mmap=False)
-    except (ValueError, OSError, EOFError, wave.Error) as exc:
-        raise AudioError(f"{p}: not a readable WAV file ({exc})") from exc
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", wavfile.WavFileWarning)
+            rate_in, data = wavfile.read(str(p), mmap=False)
+    except Exception as exc:  # scipy raises ValueError, struct.error, ZeroDivisionError, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise AudioError(f"{p}: not a readable WAV file ({reason})") from exc
+    for w in caught[:1]:
+        log.warning("%s: %s", p, w.message)
     if data.size == 0:
         raise AudioError(f"{p}: WAV file holds no samples")
     if rate_in < 4000 or rate_in > 192_000:

@@ -44,7 +44,10 @@ class SourceConfig(_Strict):
     channels: int = Field(1, ge=1, le=8, description="Captured channels (count), downmixed.")
     path: Path | None = Field(None, description="file: path of the WAV file to play.")
     realtime: bool = Field(
-        True, description="file: play at real time (true) or as fast as possible (false)."
+        True,
+        description="file: play at real time (true) or as fast as possible (false). "
+        "stdin: live input that may drop the oldest audio when the worker falls behind (true), "
+        "or a recording read with back-pressure, nothing dropped (false).",
     )
     loop: bool = Field(False, description="file: start again at the end (true) or stop (false).")
     chunk_ms: int = Field(30, ge=10, le=1000, description="Capture block length in milliseconds.")
@@ -84,6 +87,9 @@ class VadConfig(_Strict):
     )
     max_utterance_s: float = Field(
         60.0, gt=0, description="An utterance longer than this is closed and reported, seconds."
+    )
+    energy_floor_dbfs: float = Field(
+        -70.0, le=0, description="Frames below this RMS level (dBFS) are never speech."
     )
 
 
@@ -139,18 +145,35 @@ class MqttConfig(_Strict):
         "$CREDENTIALS_DIRECTORY first (systemd LoadCredential=).",
     )
     tls: TlsConfig | None = Field(None, description="TLS settings; null = plain TCP.")
-    prefix: str = Field("edge-ser", description="Topic prefix.")
-    device_id: str | None = Field(None, description="Device id in topics; null = host name.")
+    prefix: str = Field(
+        "edge-ser", pattern=r"^[^#+\s]+$", description="Topic prefix (no MQTT wildcards)."
+    )
+    device_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]+$",
+        description="Device id in topics (letters, digits, '_', '-'); null = host name.",
+    )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
     qos: Literal[0, 1, 2] = Field(1, description="QoS of emotion events.")
-    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay in seconds.")
-    reconnect_max_s: float = Field(60.0, gt=0, description="Largest reconnect delay in seconds.")
+    reconnect_min_s: float = Field(
+        1.0, gt=0, description="First reconnect delay in seconds (whole seconds, at least 1)."
+    )
+    reconnect_max_s: float = Field(
+        60.0, gt=0, description="Largest reconnect delay in seconds (doubling from the first)."
+    )
     buffer_events: int = Field(
         1000, ge=1, description="Events kept while the broker is away (count); oldest dropped."
     )
     discovery: bool = Field(True, description="Publish Home Assistant discovery configs.")
     discovery_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix.")
     stats_interval_s: float = Field(60.0, gt=0, description="Period of the stats topic, seconds.")
+    connect_wait_s: float = Field(
+        10.0, ge=0,
+        description="At start-up, wait this long (seconds) for the broker; a refusal "
+        "(credentials, TLS) within it stops the daemon, an unreachable broker does not.",
+    )
+    stop_flush_s: float = Field(
+        5.0, ge=0, description="On stop, wait this long (seconds) for buffered events to go out.",
+    )
 
 
 class MemoryBudget(_Strict):

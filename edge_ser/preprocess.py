@@ -36,7 +36,10 @@ def _frame_rms_db(x: NDArray[np.float32], frame: int, hop: int) -> NDArray[np.fl
 
 
 def trim(
-    x: NDArray[np.float32], top_db: float = TRIM_TOP_DB, frame: int = TRIM_FRAME, hop: int = TRIM_HOP
+    x: NDArray[np.float32],
+    top_db: float = TRIM_TOP_DB,
+    frame: int = TRIM_FRAME,
+    hop: int = TRIM_HOP,
 ) -> NDArray[np.float32]:
     """Drop leading and trailing audio quieter than ``top_db`` below the loudest frame."""
     if x.size == 0 or not np.any(x):

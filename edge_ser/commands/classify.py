@@ -1,13 +1,84 @@
-"""Placeholder: implemented by its owner (see docs/DESIGN.md)."""
+"""``edge-ser classify FILE...``: the emotion of each WAV file, as text or JSON lines.
+
+The model is loaded once for all files and each result is printed as soon as it is known (a user
+may pass thousands of files). A file that cannot be read gives a line with its error and the
+others are still classified; the exit status is then 1. A bad model or config exits with 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from edge_ser.config import load_config
+from edge_ser.errors import AudioError
+from edge_ser.model import OnnxModel
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments yet."""
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="WAV files (any rate, mono or stereo)"
+    )
+    parser.add_argument(
+        "--model", type=Path, default=None,
+        help="ONNX model file (default: the config's model.path, i.e. the shipped model)",
+    )
+    parser.add_argument("--config", type=Path, default=None, help="YAML config file")
+    parser.add_argument(
+        "--format", choices=["text", "jsonl"], default="text",
+        help="one human line per file (text) or one JSON object per file (jsonl)",
+    )
+
+
+def format_text(record: dict[str, Any]) -> str:
+    """One human line for a jsonl record."""
+    name = record["file"]
+    if "error" in record:
+        return f"{name}: error: {record['error']}"
+    if record["emotion"] is None:
+        return f"{name}: {record.get('reason', 'no result')} (speech {record['speech_s']:.1f} s)"
+    n = len(record["windows"])
+    return (
+        f"{name}: {record['emotion']} {record['confidence']:.2f} "
+        f"(arousal {record['arousal']:+.2f}, valence {record['valence']:+.2f}, "
+        f"speech {record['speech_s']:.1f} s, {n} window{'s' if n != 1 else ''})"
+    )
+
+
+def _emit(record: dict[str, Any], fmt: str, out: TextIO) -> None:
+    line = json.dumps(record) if fmt == "jsonl" else format_text(record)
+    out.write(line + "\n")
+    out.flush()
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("not implemented yet")
+    # Imported here so that `edge-ser --help` does not load onnxruntime and scipy.
+    from edge_ser.audio import read_wav
+    from edge_ser.pipeline import predict_clip
+
+    cfg = load_config(args.config)
+    if args.model is not None:
+        cfg.model.path = args.model
+    cfg.aggregate.mode = "voice_note"
+    model = OnnxModel(cfg.model.path, threads=cfg.model.threads, arena=cfg.model.arena)
+    failed = 0
+    for name in args.files:
+        record: dict[str, Any] = {"file": name}
+        try:
+            audio = read_wav(name)
+        except AudioError as exc:
+            failed += 1
+            record["error"] = str(exc)
+            log.debug("skipping %s: %s", name, exc)
+        else:
+            record.update(predict_clip(audio, cfg, model).to_dict())
+        _emit(record, args.format, sys.stdout)
+    if failed:
+        log.warning("%d of %d files could not be read", failed, len(args.files))
+    return 1 if failed else 0

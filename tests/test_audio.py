@@ -1,0 +1,137 @@
+"""Reading any WAV a user has: rates, channels, sample formats, a real resampler."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from edge_ser import SAMPLE_RATE
+from edge_ser.audio import pcm_to_float, read_wav, resample, to_mono, write_wav
+from edge_ser.errors import AudioError
+
+
+@pytest.fixture(scope="module")
+def clip(examples: Path) -> np.ndarray:
+    return read_wav(examples / "clips" / "happiness-ravdess-03.wav")
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    n = min(len(a), len(b))
+    return float(np.corrcoef(a[:n], b[:n])[0, 1])
+
+
+def _write_24bit(path: Path, x: np.ndarray, rate: int, channels: int = 1) -> None:
+    ints = np.clip(np.round(x * 2**23), -(2**23), 2**23 - 1).astype("<i4")
+    raw = ints.reshape(-1, 1).view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(3)
+        w.setframerate(rate)
+        w.writeframes(raw)
+
+
+def _encode(x: np.ndarray, fmt: str) -> np.ndarray:
+    if fmt == "int16":
+        return np.clip(np.round(x * 32768), -32768, 32767).astype(np.int16)
+    if fmt == "int32":
+        return np.clip(np.round(x.astype(np.float64) * 2**31), -(2**31), 2**31 - 1).astype(np.int32)
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+@pytest.mark.parametrize("fmt", ["int16", "int24", "int32", "float32"])
+def test_rates_and_formats_round_trip(
+    tmp_path: Path, clip: np.ndarray, rate: int, fmt: str
+) -> None:
+    x = resample(clip, SAMPLE_RATE, rate) * np.float32(0.9)
+    path = tmp_path / f"{rate}-{fmt}.wav"
+    if fmt == "int24":
+        _write_24bit(path, x, rate)
+    else:
+        wavfile.write(str(path), rate, _encode(x, fmt))
+    y = read_wav(path)
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert abs(len(y) - len(clip)) <= 2
+    reference = clip * np.float32(0.9)
+    if rate == 8000:  # the band above 4 kHz is gone: compare with a 4 kHz band-limited clip
+        reference = resample(resample(reference, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
+    assert _corr(y, reference) > 0.995
+    n = min(len(y), len(reference))
+    assert np.sqrt(np.mean((y[:n] - reference[:n]) ** 2)) < 0.05 * np.sqrt(np.mean(reference**2))
+
+
+def test_stereo_is_downmixed(tmp_path: Path, clip: np.ndarray) -> None:
+    x = resample(clip, SAMPLE_RATE, 44100)
+    stereo = np.stack([x, 0.5 * x], axis=1)
+    path = tmp_path / "stereo.wav"
+    wavfile.write(str(path), 44100, _encode(stereo, "int16"))
+    y = read_wav(path)
+    assert _corr(y, clip) > 0.995
+    assert np.max(np.abs(y)) == pytest.approx(0.75 * np.max(np.abs(clip)), rel=0.05)
+    _write_24bit(tmp_path / "stereo24.wav", stereo.reshape(-1), 44100, channels=2)
+    assert _corr(read_wav(tmp_path / "stereo24.wav"), y) > 0.999
+
+
+def test_tone_above_the_new_nyquist_is_removed(tmp_path: Path, clip: np.ndarray) -> None:
+    """A real resampler low-passes; dropping samples would fold 10 kHz down to 6 kHz."""
+    rate = 48000
+    t = np.arange(3 * rate) / rate
+    tone = (0.5 * np.sin(2 * np.pi * 10_000 * t)).astype(np.float32)
+    wavfile.write(str(tmp_path / "tone.wav"), rate, _encode(tone, "int16"))
+    y = read_wav(tmp_path / "tone.wav")
+    assert np.sqrt(np.mean(y[1000:-1000] ** 2)) < 0.005  # tone RMS was 0.35
+    decimated = tone[::3]
+    assert np.sqrt(np.mean(decimated**2)) > 0.3  # what naive decimation would have kept
+    # ... while speech plus the tone keeps the speech
+    x = resample(clip, SAMPLE_RATE, rate)
+    mix = x + tone[: len(x)] if len(x) <= len(tone) else x
+    wavfile.write(str(tmp_path / "mix.wav"), rate, _encode(mix, "float32"))
+    assert _corr(read_wav(tmp_path / "mix.wav"), clip) > 0.99
+
+
+def test_pcm_helpers() -> None:
+    assert pcm_to_float(np.array([-32768, 0, 16384], dtype=np.int16)).tolist() == [-1.0, 0.0, 0.5]
+    assert pcm_to_float(np.array([0, 128, 255], dtype=np.uint8))[1] == 0.0
+    assert to_mono(np.array([[1.0, 0.0], [0.5, 0.5]], dtype=np.float32)).tolist() == [0.5, 0.5]
+    with pytest.raises(AudioError):
+        pcm_to_float(np.array([1 + 1j]))
+
+
+def test_write_wav_round_trip(tmp_path: Path, clip: np.ndarray) -> None:
+    write_wav(tmp_path / "c.wav", clip)
+    np.testing.assert_allclose(read_wav(tmp_path / "c.wav"), clip, atol=1 / 32768)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "what"),
+    [
+        ("missing.wav", None, "no such file"),
+        ("text.wav", b"hello, this is not audio\n" * 20, "not a readable WAV"),
+        ("truncated.wav", b"RIFF\x24\x00\x00\x00WAVEfmt ", "not a readable WAV"),
+    ],
+)
+def test_bad_files_give_one_line_errors(
+    tmp_path: Path, name: str, content: bytes | None, what: str
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(AudioError) as err:
+        read_wav(path)
+    assert what in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_empty_and_nan_wavs(tmp_path: Path) -> None:
+    wavfile.write(str(tmp_path / "empty.wav"), 16000, np.zeros(0, dtype=np.int16))
+    with pytest.raises(AudioError, match="no samples"):
+        read_wav(tmp_path / "empty.wav")
+    bad = np.zeros(1600, dtype=np.float32)
+    bad[10] = np.nan
+    wavfile.write(str(tmp_path / "nan.wav"), 16000, bad)
+    with pytest.raises(AudioError, match="NaN"):
+        read_wav(tmp_path / "nan.wav")

@@ -1,0 +1,48 @@
+"""The runtime never imports the model kit or its heavy dependencies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FORBIDDEN = ("torch", "transformers", "onnx", "edge_ser_model")
+
+SCRIPT = r"""
+import contextlib, importlib, io, json, pkgutil, sys
+import edge_ser
+failed = {}
+for mod in pkgutil.walk_packages(edge_ser.__path__, "edge_ser."):
+    if mod.name == "edge_ser.__main__":
+        continue
+    try:
+        importlib.import_module(mod.name)
+    except Exception as exc:  # reported, so a broken module cannot hide from this test
+        failed[mod.name] = repr(exc)
+from edge_ser.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    rc = main(["classify", "--model", sys.argv[1], "--format", "jsonl", sys.argv[2]])
+heavy = ("torch", "transformers", "onnx", "edge_ser_model")
+bad = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
+print(json.dumps({"rc": rc, "bad": bad, "failed": failed, "out": out.getvalue(),
+                  "modules": sorted(m for m in sys.modules if m.startswith("edge_ser"))}))
+"""
+
+
+def test_runtime_import_graph(tiny_model: Path, examples: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tiny_model), str(examples / "voice-note.wav")],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["bad"] == [], f"runtime imported {report['bad']}"
+    assert report["failed"] == {}, report["failed"]
+    assert report["rc"] == 0 and json.loads(report["out"])["emotion"] is not None
+    for name in ("edge_ser.vad", "edge_ser.windows", "edge_ser.model", "edge_ser.pipeline"):
+        assert name in report["modules"]
+    # onnxruntime is allowed; the onnx package (protobuf tooling) is not
+    assert all(m.split(".")[0] not in FORBIDDEN for m in report["modules"])

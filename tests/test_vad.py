@@ -1,0 +1,163 @@
+"""VAD gate on real speech: utterances of the bundled voice note, word edges, silence, streaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_ser import SAMPLE_RATE
+from edge_ser.audio import read_wav
+from edge_ser.config import VadConfig
+from edge_ser.vad import SpeechAudio, SpeechEnd, SpeechStart, VadEvent, VadGate
+
+
+def _vad(**kw: object) -> VadConfig:
+    return VadConfig.model_validate(kw)
+
+
+def _run(x: np.ndarray, cfg: VadConfig, chunk: int | None = None) -> list[VadEvent]:
+    gate = VadGate(cfg)
+    events: list[VadEvent] = []
+    if chunk is None:
+        events += gate.process(x)
+    else:
+        for i in range(0, len(x), chunk):
+            events += gate.process(x[i : i + chunk])
+    return events + gate.flush()
+
+
+def _spans(events: list[VadEvent]) -> list[tuple[float, float]]:
+    starts = [e.t_s for e in events if isinstance(e, SpeechStart)]
+    ends = [e.t_s for e in events if isinstance(e, SpeechEnd)]
+    assert len(starts) == len(ends)
+    return list(zip(starts, ends, strict=True))
+
+
+def _loud_regions(
+    x: np.ndarray, db: float = -45.0, gap_s: float = 0.5
+) -> list[tuple[float, float]]:
+    """Ground truth from energy: 10 ms frames above ``db`` dBFS, merged across short gaps."""
+    n = len(x) // 160
+    rms = np.sqrt(np.mean(x[: n * 160].reshape(n, 160).astype(np.float64) ** 2, axis=1))
+    loud = np.flatnonzero(20 * np.log10(rms + 1e-12) > db)
+    regions: list[list[float]] = []
+    for i in loud:
+        t = i * 0.01
+        if regions and t - regions[-1][1] <= gap_s:
+            regions[-1][1] = t + 0.01
+        else:
+            regions.append([t, t + 0.01])
+    return [(a, b) for a, b in regions]
+
+
+@pytest.fixture(scope="module")
+def note(examples: Path) -> np.ndarray:
+    return read_wav(examples / "voice-note.wav")
+
+
+@pytest.mark.parametrize("frame_ms", [10, 20, 30])
+def test_voice_note_has_three_utterances_covering_the_speech(
+    note: np.ndarray, frame_ms: int
+) -> None:
+    spans = _spans(_run(note, _vad(frame_ms=frame_ms)))
+    truth = _loud_regions(note)
+    assert len(truth) == 3, truth  # the note: three anger utterances with noise between
+    assert len(spans) == 3, spans
+    for (start, end), (t0, t1) in zip(spans, truth, strict=True):
+        assert start <= t0 - 0.1, (start, t0)  # onset kept, with pre-roll before the loud part
+        assert end >= t1, (end, t1)  # the last word is not cut
+        assert end - start < (t1 - t0) + 2.0  # but the noise between utterances is not speech
+
+
+def test_preroll_moves_onset_earlier_and_hangover_keeps_tail(note: np.ndarray) -> None:
+    base = _spans(_run(note, _vad(preroll_ms=0, hangover_ms=300)))
+    pre = _spans(_run(note, _vad(preroll_ms=300, hangover_ms=300)))
+    hang = _spans(_run(note, _vad(preroll_ms=0, hangover_ms=900)))
+    for (s0, e0), (s1, _), (_, e2) in zip(base, pre, hang, strict=True):
+        assert s1 == pytest.approx(s0 - 0.3, abs=0.031)
+        assert e2 >= e0 + 0.2
+
+
+def test_speech_audio_is_the_original_samples_without_gaps(note: np.ndarray) -> None:
+    events = _run(note, _vad(), chunk=777)
+    audio = [e for e in events if isinstance(e, SpeechAudio)]
+    for start, end in _spans(events):
+        parts = [a for a in audio if start - 1e-9 <= a.start_s < end]
+        assert parts[0].start_s == pytest.approx(start)
+        for a, b in zip(parts, parts[1:], strict=False):
+            assert b.start_s == pytest.approx(a.end_s)  # contiguous blocks
+        joined = np.concatenate([p.audio for p in parts])
+        i0 = round(start * SAMPLE_RATE)
+        assert len(joined) == round((end - start) * SAMPLE_RATE)
+        np.testing.assert_array_equal(joined, note[i0 : i0 + len(joined)])
+
+
+@pytest.mark.parametrize("chunk", [37, 160, 333, 480, 4096])
+def test_chunking_does_not_change_events(note: np.ndarray, chunk: int) -> None:
+    assert _spans(_run(note, _vad(), chunk=chunk)) == _spans(_run(note, _vad()))
+
+
+def test_silence_and_faint_noise_give_no_speech() -> None:
+    rng = np.random.default_rng(1)
+    silence = np.zeros(5 * SAMPLE_RATE, dtype=np.float32)
+    hiss = (rng.standard_normal(5 * SAMPLE_RATE) * 10 ** (-62 / 20)).astype(np.float32)
+    for x in (silence, hiss, np.concatenate([silence, hiss, silence, hiss])):
+        assert _run(x, _vad()) == []
+
+
+def test_min_speech_drops_short_blips(note: np.ndarray) -> None:
+    t0, _ = _loud_regions(note)[0]
+    i = int((t0 + 0.3) * SAMPLE_RATE)
+    blip = np.zeros(3 * SAMPLE_RATE, dtype=np.float32)
+    blip[SAMPLE_RATE : SAMPLE_RATE + 2400] = note[i : i + 2400]  # 150 ms of a word
+    assert _spans(_run(blip, _vad(min_speech_ms=250))) == []
+    assert len(_spans(_run(blip, _vad(min_speech_ms=0, aggressiveness=0)))) == 1
+
+
+def test_max_utterance_splits_long_speech(note: np.ndarray) -> None:
+    spans = _spans(_run(note, _vad(max_utterance_s=1.0)))
+    assert len(spans) >= 6
+    assert all(e - s <= 1.0 + 0.031 for s, e in spans)
+
+
+def test_reset_restarts_the_clock(note: np.ndarray) -> None:
+    gate = VadGate(_vad())
+    gate.process(note[: 3 * SAMPLE_RATE])
+    gate.reset()
+    assert gate.time_s == 0.0 and not gate.in_speech
+    events = gate.process(note) + gate.flush()
+    assert _spans(events) == _spans(_run(note, _vad()))
+
+
+def test_white_hiss_is_not_speech_even_when_loud(note: np.ndarray) -> None:
+    rng = np.random.default_rng(2)
+    hiss = (rng.standard_normal(3 * SAMPLE_RATE) * 10 ** (-35 / 20)).astype(np.float32)
+    silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    assert _spans(_run(np.concatenate([silence, hiss, silence, hiss]), _vad())) == []
+    # ... while the same speech with that hiss mixed in is still found
+    noisy = note + (rng.standard_normal(len(note)) * 10 ** (-55 / 20)).astype(np.float32)
+    assert len(_spans(_run(noisy, _vad()))) == 3
+
+
+def test_quieter_speech_is_still_found_and_the_floor_applies(note: np.ndarray) -> None:
+    assert len(_spans(_run(note * np.float32(0.2), _vad()))) == 3  # 14 dB quieter
+    gate = VadGate(_vad(), energy_floor_dbfs=-20.0)  # louder than any frame of the note
+    assert gate.process(note) + gate.flush() == []
+
+
+@pytest.mark.corpus
+def test_corpus_clips_each_give_speech(shared_data: Path) -> None:
+    import csv
+
+    with open(shared_data / "ravdess" / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(shared_data / "urdu" / "manifest.csv", newline="") as fh:
+        rows += list(csv.DictReader(fh))[::50]
+    for row in rows[::60]:
+        x = read_wav(shared_data / row["corpus"] / row["file"])
+        spans = _spans(_run(x, _vad()))
+        assert spans, row["file"]
+        speech = sum(e - s for s, e in spans)
+        assert 0.3 < speech <= len(x) / SAMPLE_RATE + 1e-6, row["file"]
