@@ -1,0 +1,83 @@
+"""The paho client: how it is built from the config, and why a connection failed.
+
+paho retries every failure quietly; the helpers here turn what it saw into the one line the
+sink logs (naming the broker and the cause) and tell permanent refusals (credentials, TLS
+set-up), which fail the daemon's start, from network trouble, which is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_ser.config import MqttConfig
+from edge_ser.publish.credentials import apply_credentials
+
+#: CONNACK reasons that retrying will not fix (v5 codes; paho maps MQTT 3.1.1 codes onto them):
+#: unsupported protocol, client id not valid, bad user name or password, not authorised, banned,
+#: bad authentication method.
+FATAL_REASONS = frozenset({132, 133, 134, 135, 138, 140})
+_SOCKET_ERROR = "failed to receive on socket: "
+
+
+class RecordingClient(paho.Client):
+    """paho's client, remembering why the last connection attempt raised (paho does not say)."""
+
+    last_error: OSError | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            rc = super().reconnect()
+        except OSError as exc:
+            self.last_error = exc
+            raise
+        self.last_error = None
+        return rc
+
+
+def new_client(cfg: MqttConfig, client_id: str, will_topic: str) -> RecordingClient:
+    """An MQTT 3.1.1 clean-session client with backoff, credentials, TLS and the last will
+    (``offline``, retained, on ``will_topic``); callbacks are the caller's to set."""
+    client = RecordingClient(CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=True, protocol=paho.MQTTv311)
+    client.reconnect_delay_set(max(1, round(cfg.reconnect_min_s)),
+                               max(1, round(cfg.reconnect_max_s)))
+    client.max_inflight_messages_set(0)  # the sink's outbox bounds what it hands over
+    apply_credentials(client, cfg)
+    client.will_set(will_topic, "offline", qos=1, retain=True)
+    return client
+
+
+def refused(broker: str, reason: ReasonCode) -> tuple[str, bool]:
+    """A CONNACK with a failure reason."""
+    return f"mqtt broker {broker} refused the connection: {reason}", reason.value in FATAL_REASONS
+
+
+def connect_failed(broker: str, exc: OSError | None) -> tuple[str, bool]:
+    """The TCP connect or the TLS handshake raised ``exc``."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"mqtt broker {broker}: TLS certificate check failed ({exc.verify_message}); "
+                "check mqtt.tls.ca", True)
+    if isinstance(exc, ssl.SSLError):
+        return f"mqtt broker {broker}: TLS handshake failed ({exc.reason or exc})", True
+    why = (exc.strerror or str(exc)) if exc is not None else "connection failed"
+    return f"mqtt broker {broker} unreachable: {why}; retrying with backoff", False
+
+
+def dropped_before_connack(broker: str, client_error: str | None) -> tuple[str, bool] | None:
+    """The broker closed a fresh TLS session before CONNACK (e.g. it wants a client cert)."""
+    if client_error is None or "SSL" not in client_error:
+        return None
+    detail = client_error.removeprefix(_SOCKET_ERROR)
+    return (f"mqtt broker {broker}: TLS session refused by the broker ({detail}); check "
+            "mqtt.tls.certfile and mqtt.tls.keyfile", True)
+
+
+def power_of_ten(n: int) -> bool:
+    """1, 10, 100, ...: when to repeat a warning about a growing count."""
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n == 1

@@ -1,0 +1,79 @@
+"""Credentials for the broker: user name + password (a file, or a systemd credential) and TLS
+(CA, client certificate and key). Every problem is one ``PublishError`` line naming the key."""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from pathlib import Path
+
+import paho.mqtt.client as paho
+
+from edge_ser.config import MqttConfig, TlsConfig
+from edge_ser.errors import PublishError
+
+log = logging.getLogger(__name__)
+
+
+def find_credential(path: Path) -> Path:
+    """An absolute path as is; a relative one in ``$CREDENTIALS_DIRECTORY`` first (systemd
+    ``LoadCredential=``), else relative to the working directory."""
+    if path.is_absolute():
+        return path
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        candidate = Path(cred_dir) / path
+        if candidate.is_file():
+            return candidate
+    return path
+
+
+def read_password(path: Path) -> str:
+    """The password in ``path`` (its first line, without the newline)."""
+    real = find_credential(path)
+    try:
+        text = real.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        also = " (nor in $CREDENTIALS_DIRECTORY)" if os.environ.get("CREDENTIALS_DIRECTORY") else ""
+        raise PublishError(f"mqtt.password_file: {real}: no such file{also}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PublishError(f"mqtt.password_file: {real}: cannot read ({reason})") from exc
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise PublishError(f"mqtt.password_file: {real}: the file is empty")
+    log.debug("mqtt password read from %s", real)
+    return password
+
+
+def apply_credentials(client: paho.Client, cfg: MqttConfig) -> None:
+    """Set user name, password and TLS on a paho client, before it connects."""
+    if cfg.password_file is not None and not cfg.username:
+        raise PublishError("mqtt.password_file is set but mqtt.username is not")
+    if cfg.username:
+        password = read_password(cfg.password_file) if cfg.password_file else None
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls is not None:
+        apply_tls(client, cfg.tls)
+
+
+def apply_tls(client: paho.Client, tls: TlsConfig) -> None:
+    """TLS with the CA in ``tls.ca`` (None = the system's CAs) and an optional client cert."""
+    for key in ("ca", "certfile", "keyfile"):
+        path = getattr(tls, key)
+        if path is not None and not path.is_file():
+            raise PublishError(f"mqtt.tls.{key}: {path}: no such file")
+    if tls.keyfile is not None and tls.certfile is None:
+        raise PublishError("mqtt.tls.keyfile is set but mqtt.tls.certfile is not")
+    try:
+        client.tls_set(
+            ca_certs=str(tls.ca) if tls.ca else None,
+            certfile=str(tls.certfile) if tls.certfile else None,
+            keyfile=str(tls.keyfile) if tls.keyfile else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise PublishError(f"mqtt.tls: cannot load the certificates or key ({exc})") from exc
+    if tls.insecure:
+        client.tls_insecure_set(True)

@@ -1,0 +1,297 @@
+"""``MqttSink``: events to an MQTT broker with paho-mqtt 2.x (async connect, loop thread).
+
+Topics (``Topics``): ``<prefix>/<device_id>/availability`` (retained ``online``/``offline``, the
+last will), ``/emotion`` (events, QoS ``mqtt.qos``), ``/state`` (retained mood), ``/stats``.
+Events go through the bounded :class:`~edge_ser.publish.outbox.Outbox`; a small publisher thread
+hands them to paho in order while the broker is there. After a (re)connect it waits for the
+broker's PUBACK of ``online``: by then paho has re-sent what was in flight when the connection
+dropped, so buffered events follow them and the order is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_ser.config import MqttConfig
+from edge_ser.errors import PublishError
+from edge_ser.publish.client import (
+    RecordingClient,
+    connect_failed,
+    dropped_before_connack,
+    new_client,
+    power_of_ten,
+    refused,
+)
+from edge_ser.publish.discovery import Announcer, discovery_messages
+from edge_ser.publish.outbox import Outbox
+from edge_ser.publish.sink import Topics, to_json
+
+log = logging.getLogger(__name__)
+_paho_log = logging.getLogger("edge_ser.publish.paho")
+
+INFLIGHT_MAX = 20  # events handed to paho and not yet acknowledged
+
+
+class MqttSink:
+    """The :class:`~edge_ser.publish.sink.EventSink` for an MQTT broker."""
+
+    def __init__(self, cfg: MqttConfig, device_id: str, model_name: str = "") -> None:
+        if cfg.host is None:
+            raise PublishError("mqtt.host: no broker configured")
+        self._cfg = cfg
+        self.device_id = device_id
+        self.model_name = model_name
+        self.topics = Topics.of(cfg, device_id)
+        self.broker = f"{cfg.host}:{cfg.port}"
+        self._outbox = Outbox(cfg.buffer_events)
+        self._inflight_cap = min(INFLIGHT_MAX, cfg.buffer_events)
+        self._announcer = Announcer(
+            discovery_messages(self.topics, cfg.discovery_prefix, device_id, model_name),
+            self.topics.ha_status,
+        ) if cfg.discovery else None
+        self._cond = threading.Condition()
+        self._connected = False
+        self._ready = False  # the broker acknowledged this connection's "online"
+        self._online_mid: int | None = None
+        self._state: bytes | None = None  # latest state not yet handed to paho
+        self._fatal: str | None = None
+        self._last_problem: str | None = None
+        self._client_error: str | None = None  # paho's last error log line
+        self._started = self._closing = self._closed = False
+        self._client = self._make_client()
+        self._pump = threading.Thread(target=self._run_pump, name="edge-ser-mqtt", daemon=True)
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    def _make_client(self) -> RecordingClient:
+        client_id = self._cfg.client_id or f"edge-ser-{self.device_id}"
+        client = new_client(self._cfg, client_id, self.topics.availability)
+        client.on_log = self._on_log
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        if self._announcer is not None:
+            self._announcer.attach(client)
+        return client
+
+    # --- EventSink ---------------------------------------------------------------------------
+
+    def start(self, wait_s: float = 0.0) -> None:
+        if self._started:
+            return
+        self._started = True
+        try:
+            self._client.connect_async(self._cfg.host or "", self._cfg.port, self._cfg.keepalive_s)
+        except (OSError, ValueError) as exc:
+            raise PublishError(f"mqtt broker {self.broker}: {exc}") from exc
+        log.info("mqtt: connecting to %s as %s", self.broker, self.device_id)
+        self._client.loop_start()
+        self._pump.start()
+        if wait_s > 0:
+            try:
+                ok = self.wait_connected(wait_s)
+            except PublishError:
+                self.stop()
+                raise
+            if not ok:
+                log.warning("mqtt broker %s not reachable after %.1f s; events are buffered "
+                            "and sent once it is", self.broker, wait_s)
+
+    def wait_connected(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._connected and self._fatal is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            if not self._connected and self._fatal is not None:
+                raise PublishError(self._fatal)
+            return True
+
+    def publish_event(self, event: dict[str, Any]) -> None:
+        payload = dict(event)
+        if self.model_name:
+            payload.setdefault("model", self.model_name)
+        data = to_json(payload).encode("utf-8")
+        if self._closed:
+            log.warning("mqtt: sink stopped, event not sent")
+            return
+        victim = self._outbox.put(self.topics.emotion, data, self._cfg.qos)
+        if victim is not None and power_of_ten(self._outbox.dropped):
+            log.warning("mqtt: event buffer full (%d) while %s is away: dropping the oldest "
+                        "(%d dropped so far)", self._outbox.capacity, self.broker,
+                        self._outbox.dropped)
+        with self._cond:
+            self._cond.notify_all()
+
+    def publish_state(self, state: dict[str, Any]) -> None:
+        data = to_json(state).encode("utf-8")
+        with self._cond:
+            self._state = data  # only the newest state matters
+            self._cond.notify_all()
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        payload = {**stats}
+        payload.setdefault("events_dropped", self._outbox.dropped)
+        payload.setdefault("events_buffered", len(self._outbox))
+        if not self._ready:
+            log.debug("mqtt: not connected, stats skipped")
+            return
+        self._client.publish(self.topics.stats, to_json(payload), qos=0, retain=False)
+
+    def stop(self) -> None:
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            deadline = time.monotonic() + self._cfg.stop_flush_s
+            while self._started and self._connected and len(self._outbox) > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.1))
+        if self._started:
+            if self._connected:
+                info = self._client.publish(self.topics.availability, "offline", qos=1,
+                                            retain=True)
+                try:
+                    info.wait_for_publish(timeout=min(2.0, self._cfg.stop_flush_s + 0.5))
+                except (RuntimeError, ValueError):
+                    log.debug("mqtt: offline not acknowledged")
+            self._client.disconnect()
+            self._client.loop_stop()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._pump.is_alive():
+            self._pump.join(timeout=2.0)
+        lost = len(self._outbox)
+        if lost:
+            log.warning("mqtt: %d events were not delivered to %s", lost, self.broker)
+        log.info("mqtt: stopped (%s)", self.broker)
+
+    @property
+    def dropped(self) -> int:
+        return self._outbox.dropped
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def buffered(self) -> int:
+        """Events waiting for the broker or for its acknowledgement (count)."""
+        return len(self._outbox)
+
+    # --- the publisher thread ----------------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        box = self._outbox
+        return self._ready and (
+            self._state is not None or (box.pending > 0 and box.inflight < self._inflight_cap)
+        )
+
+    def _run_pump(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._has_work():
+                    self._cond.wait()
+                if self._closed:
+                    return
+                state, self._state = self._state, None
+            if state is not None:
+                self._client.publish(self.topics.state, state, qos=1, retain=True)
+            msg = self._outbox.take()
+            if msg is None:
+                continue
+            try:
+                info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=False)
+            except ValueError as exc:  # e.g. a payload over the MQTT size limit
+                log.error("mqtt: event #%d refused by the client and dropped: %s", msg.seq, exc)
+                self._outbox.discard(msg)
+                continue
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
+                msg.qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN  # paho keeps it
+            ):
+                self._outbox.sent(info.mid, msg)
+            else:
+                self._outbox.give_back(msg)
+                time.sleep(0.05)  # the disconnect callback is on its way
+
+    # --- paho callbacks (loop thread) --------------------------------------------------------
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any,
+                    reason: ReasonCode, properties: Any) -> None:
+        self._client_error = None
+        if reason.is_failure:
+            self._problem(*refused(self.broker, reason))
+            return
+        lost = self._outbox.forget_qos0()  # unsent QoS 0 events died with the old connection
+        if lost:
+            log.warning("mqtt: %d QoS 0 events were lost with the connection", lost)
+        info = client.publish(self.topics.availability, "online", qos=1, retain=True)
+        with self._cond:
+            self._connected = True
+            self._ready = False
+            self._online_mid = info.mid
+            self._fatal = self._last_problem = None
+            self._cond.notify_all()
+        log.info("mqtt: connected to %s (%d events buffered)", self.broker, len(self._outbox))
+        if self._announcer is not None:
+            self._announcer.on_connect(client)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self._problem(*connect_failed(self.broker, self._client.last_error))
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
+                       reason: ReasonCode, properties: Any) -> None:
+        with self._cond:
+            was = self._connected
+            self._connected = self._ready = False
+            self._online_mid = None
+            self._cond.notify_all()
+        tls_refusal = dropped_before_connack(self.broker, self._client_error)
+        self._client_error = None
+        if not was and tls_refusal is not None:
+            self._problem(*tls_refusal)
+        elif was and not self._closing:
+            log.warning("mqtt: lost the connection to %s (%s); reconnecting, events are "
+                        "buffered", self.broker, reason)
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
+                    reason: ReasonCode, properties: Any) -> None:
+        self._outbox.acked(mid)
+        with self._cond:
+            if mid == self._online_mid:
+                self._ready = True
+                self._online_mid = None
+            self._cond.notify_all()
+
+    def _on_log(self, client: paho.Client, userdata: Any, level: int, text: str) -> None:
+        if level == paho.MQTT_LOG_ERR and text.startswith("Caught exception"):
+            log.error("mqtt client: %s", text)
+        elif level == paho.MQTT_LOG_ERR:
+            self._client_error = text  # explained by the disconnect callback
+        _paho_log.debug("%s", text)
+
+    def _problem(self, message: str, fatal: bool) -> None:
+        with self._cond:
+            repeated = message == self._last_problem
+            self._last_problem = message
+            if fatal:
+                self._fatal = message
+            self._cond.notify_all()
+        if repeated:
+            log.debug("%s", message)
+        else:
+            log.log(logging.ERROR if fatal else logging.WARNING, "%s", message)
+

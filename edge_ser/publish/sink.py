@@ -1,0 +1,135 @@
+"""The event-sink interface, topic names, payload helpers and the sink factory.
+
+``make_sink(cfg, device_id, model_name)`` gives a :class:`~edge_ser.publish.stdout.StdoutSink`
+when ``mqtt.host`` is null (JSON lines on stdout) and an
+:class:`~edge_ser.publish.mqtt.MqttSink` otherwise. Payload schemas: ``docs/mqtt.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO
+
+from edge_ser.config import MqttConfig
+from edge_ser.errors import PublishError
+
+log = logging.getLogger(__name__)
+
+#: What a device id may contain (MQTT topic level and Home Assistant node id).
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+#: Keys of the retained ``state`` payload, taken from an emotion event.
+STATE_KEYS: tuple[str, ...] = (
+    "emotion", "confidence", "scores", "arousal", "valence", "start_s", "end_s", "speech_s",
+    "model", "time",
+)
+
+
+class EventSink(Protocol):
+    """Where the daemon sends what it finds. Methods never block on the network."""
+
+    def start(self, wait_s: float = 0.0) -> None:
+        """Connect (in the background) and announce the device; with ``wait_s`` > 0 wait that
+        long for the broker and raise :class:`PublishError` if it refuses us (credentials, TLS)."""
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once connected; False after ``timeout`` s; PublishError for a permanent refusal."""
+
+    def publish_event(self, event: dict[str, Any]) -> None:
+        """An emotion event (QoS ``mqtt.qos``, not retained; buffered while the broker is away)."""
+
+    def publish_state(self, state: dict[str, Any]) -> None:
+        """The retained current mood (see :func:`state_from_event`)."""
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        """Periodic health figures (not retained; skipped while the broker is away)."""
+
+    def stop(self) -> None:
+        """Flush, publish ``offline`` (retained) and disconnect. Idempotent."""
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped from the offline buffer (count)."""
+
+    @property
+    def connected(self) -> bool:
+        """True while connected to the broker (always True for stdout)."""
+
+
+@dataclass(frozen=True)
+class Topics:
+    """All topics of one device."""
+
+    availability: str
+    emotion: str
+    state: str
+    stats: str
+    ha_status: str
+
+    @classmethod
+    def of(cls, cfg: MqttConfig, device_id: str) -> Topics:
+        base = f"{cfg.prefix.rstrip('/')}/{device_id}"
+        return cls(
+            availability=f"{base}/availability", emotion=f"{base}/emotion",
+            state=f"{base}/state", stats=f"{base}/stats",
+            ha_status=f"{cfg.discovery_prefix}/status",
+        )
+
+
+def resolve_device_id(cfg: MqttConfig) -> str:
+    """``mqtt.device_id``, or the host name with anything outside ``[A-Za-z0-9_-]`` as ``_``."""
+    if cfg.device_id is not None:
+        return check_device_id(cfg.device_id)
+    host = socket.gethostname().split(".")[0] or "edge-ser"
+    return re.sub(r"[^A-Za-z0-9_-]", "_", host)
+
+
+def check_device_id(device_id: str) -> str:
+    if not DEVICE_ID_RE.match(device_id):
+        raise PublishError(
+            f"mqtt.device_id: {device_id!r} may only hold letters, digits, '_' and '-'"
+        )
+    return device_id
+
+
+def state_from_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The retained ``state`` payload for an emotion event (the keys in :data:`STATE_KEYS`)."""
+    return {k: event[k] for k in STATE_KEYS if k in event}
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays, without importing numpy
+        return obj.tolist()
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def to_json(payload: dict[str, Any]) -> str:
+    """Compact JSON for a payload; numpy numbers become plain numbers."""
+    try:
+        return json.dumps(payload, separators=(",", ":"), default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise PublishError(f"cannot encode payload as JSON: {exc}") from exc
+
+
+def make_sink(
+    cfg: MqttConfig, device_id: str, model_name: str, stream: TextIO | None = None
+) -> EventSink:
+    """A :class:`StdoutSink` when ``cfg.host`` is null, else an :class:`MqttSink`.
+
+    ``stream`` (stdout sink only) defaults to the current ``sys.stdout``.
+    """
+    check_device_id(device_id)
+    if cfg.host is None:
+        from edge_ser.publish.stdout import StdoutSink
+
+        log.info("no mqtt.host configured: events go to stdout as JSON lines")
+        return StdoutSink(stream if stream is not None else sys.stdout, model_name=model_name)
+    from edge_ser.publish.mqtt import MqttSink
+
+    return MqttSink(cfg, device_id=device_id, model_name=model_name)

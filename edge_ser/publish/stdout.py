@@ -1,0 +1,73 @@
+"""``StdoutSink``: events as JSON lines on a text stream (the default when no broker is set).
+
+Each line is one payload with a ``type`` key first: ``"emotion"``, ``"state"`` or ``"stats"``,
+e.g. ``{"type":"emotion","emotion":"anger","confidence":0.81,...}``. Filter with
+``jq 'select(.type=="emotion")'``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, TextIO
+
+from edge_ser.errors import PublishError
+from edge_ser.publish.sink import to_json
+
+log = logging.getLogger(__name__)
+
+
+class StdoutSink:
+    """Writes one JSON object per line; thread-safe; never buffers or drops."""
+
+    def __init__(self, stream: TextIO, model_name: str = "") -> None:
+        self._stream = stream
+        self._model_name = model_name
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def start(self, wait_s: float = 0.0) -> None:
+        log.debug("stdout sink ready")
+
+    def wait_connected(self, timeout: float) -> bool:
+        return True
+
+    def publish_event(self, event: dict[str, Any]) -> None:
+        payload = dict(event)
+        if self._model_name:
+            payload.setdefault("model", self._model_name)
+        self._write("emotion", payload)
+
+    def publish_state(self, state: dict[str, Any]) -> None:
+        self._write("state", state)
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        self._write("stats", stats)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    @property
+    def dropped(self) -> int:
+        return 0
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+    def _write(self, kind: str, payload: dict[str, Any]) -> None:
+        body = {k: v for k, v in payload.items() if k != "type"}
+        line = to_json({"type": kind, **body})
+        with self._lock:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (OSError, ValueError) as exc:  # closed pipe or closed file
+                raise PublishError(f"cannot write events to stdout: {exc}") from exc

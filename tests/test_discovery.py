@@ -1,0 +1,128 @@
+"""Home Assistant discovery: the config payloads, and their life on a real broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_ser import __version__
+from edge_ser.config import MqttConfig
+from edge_ser.publish.discovery import SENSORS, discovery_messages, parse_ha_status
+from edge_ser.publish.mqtt import MqttSink
+from edge_ser.publish.sink import STATE_KEYS, Topics
+from tests.fixtures_broker import Broker, Subscriber
+
+DEV = "hall"
+CONFIG_TOPICS = [f"homeassistant/sensor/{DEV}/{s.object_id}/config" for s in SENSORS]
+STATS_KEYS = {"windows_run", "windows_dropped", "latency_p95_ms", "rss_mb", "cpu_percent",
+              "temperature_c", "throttle", "events_dropped"}
+
+
+def _configs() -> dict[str, dict[str, object]]:
+    topics = Topics.of(MqttConfig.model_validate({"host": "x"}), DEV)
+    return {t: json.loads(p) for t, p in discovery_messages(topics, "homeassistant", DEV, "m-int8")}
+
+
+def test_every_sensor_has_a_retained_config_shape() -> None:
+    configs = _configs()
+    assert sorted(configs) == sorted(CONFIG_TOPICS)
+    names = {t.split("/")[3] for t in configs}
+    assert {"emotion", "arousal", "valence", "windows_run", "windows_dropped", "latency_p95",
+            "rss", "cpu", "temperature", "throttle"} <= names
+    unique = {c["unique_id"] for c in configs.values()}
+    assert len(unique) == len(configs)
+    devices = [c["device"] for c in configs.values()]
+    assert all(d == devices[0] for d in devices)
+    assert devices[0] == {"identifiers": [f"edge-ser-{DEV}"], "name": f"edge-ser {DEV}",
+                          "model": "m-int8", "manufacturer": "edge-ser",
+                          "sw_version": __version__}
+    for c in configs.values():
+        assert c["availability_topic"] == f"edge-ser/{DEV}/availability"
+        assert c["state_topic"] in (f"edge-ser/{DEV}/state", f"edge-ser/{DEV}/stats")
+
+
+def test_value_templates_read_documented_keys() -> None:
+    for topic, c in _configs().items():
+        key = str(c["value_template"]).removeprefix("{{ value_json.").removesuffix(" }}")
+        if str(c["state_topic"]).endswith("/state"):
+            assert key in STATE_KEYS, topic
+        else:
+            assert key in STATS_KEYS, topic
+    emotion = _configs()[f"homeassistant/sensor/{DEV}/emotion/config"]
+    assert emotion["json_attributes_topic"] == f"edge-ser/{DEV}/state"
+    temp = _configs()[f"homeassistant/sensor/{DEV}/temperature/config"]
+    assert (temp["device_class"], temp["unit_of_measurement"]) == ("temperature", "°C")
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe\x00", b"", b"maybe", b'{"status": "online"}'])
+def test_malformed_ha_status_is_one_logged_line(
+    raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    assert parse_ha_status(raw) is None
+    (rec,) = caplog.records
+    assert "\n" not in rec.getMessage() and "Home Assistant status" in rec.getMessage()
+
+
+def test_ha_status_values() -> None:
+    assert parse_ha_status(b"online") == "online"
+    assert parse_ha_status(b"offline\n") == "offline"
+
+
+@pytest.fixture
+def sink(broker: Broker) -> Iterator[MqttSink]:
+    s = MqttSink(broker.mqtt_config(), device_id=DEV, model_name="m-int8")
+    yield s
+    s.stop()
+
+
+def _say(broker: Broker, topic: str, payload: bytes) -> None:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="fake-home-assistant")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+@pytest.mark.broker
+def test_configs_retained_and_republished_when_ha_comes_online(
+    broker: Broker, make_subscriber: Callable[..., Subscriber], sink: MqttSink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = make_subscriber(broker, ["homeassistant/sensor/#"])
+    sink.start(wait_s=5)
+    for topic in CONFIG_TOPICS:
+        first.wait_for(topic)
+    late = make_subscriber(broker, ["homeassistant/sensor/#"])  # gets the retained copies
+    for topic in CONFIG_TOPICS:
+        (msg,) = late.wait_for(topic)
+        assert msg.retain and msg.json()["device"]["model"] == "m-int8"
+    late.clear()
+    caplog.set_level(logging.WARNING)
+    _say(broker, "homeassistant/status", b"\xff garbage")
+    _say(broker, "homeassistant/status", b"online")
+    for topic in CONFIG_TOPICS:
+        late.wait_for(topic)
+    assert all(len(late.messages(t)) == 1 for t in CONFIG_TOPICS)  # garbage: ignored
+    assert any("ignoring Home Assistant status" in r.getMessage() for r in caplog.records)
+    assert sink.connected
+
+
+@pytest.mark.broker
+def test_discovery_off_publishes_no_configs(
+    broker: Broker, subscriber: Subscriber
+) -> None:
+    s = MqttSink(broker.mqtt_config(discovery=False), device_id=DEV)
+    try:
+        s.start(wait_s=5)
+        s.publish_event({"seq": 1})  # events follow the (re)connect announcements
+        subscriber.wait_for(f"edge-ser/{DEV}/emotion")
+        assert not [t for t in subscriber.all_topics() if t.startswith("homeassistant/")]
+    finally:
+        s.stop()

@@ -1,0 +1,186 @@
+"""Stdout sink, outbox, credentials, device ids and the sink factory (no broker needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge_ser.config import MqttConfig, TlsConfig, parse_config
+from edge_ser.errors import ConfigError, PublishError
+from edge_ser.publish import StdoutSink, make_sink, resolve_device_id, state_from_event, to_json
+from edge_ser.publish.credentials import read_password
+from edge_ser.publish.mqtt import MqttSink
+from edge_ser.publish.outbox import Outbox
+
+EVENT = {
+    "emotion": "happiness", "confidence": np.float32(0.5),
+    "scores": {"anger": 0.1, "happiness": 0.5, "neutral": 0.3, "sadness": 0.1},
+    "arousal": np.float64(0.25), "valence": 0.4, "start_s": 2.0, "end_s": 5.5, "speech_s": 3.1,
+    "windows": [{"start_s": 2.0, "end_s": 5.5, "scores": np.array([0.1, 0.5, 0.3, 0.1])}],
+}
+
+def _mq(**values: Any) -> MqttConfig:
+    return MqttConfig.model_validate(values)
+
+
+def _tls(**values: Any) -> TlsConfig:
+    return TlsConfig.model_validate(values)
+
+
+
+def test_stdout_sink_writes_one_json_object_per_line() -> None:
+    out = io.StringIO()
+    sink = make_sink(_mq(), "dev", "edge-ser-compact-int8", stream=out)
+    assert isinstance(sink, StdoutSink) and sink.connected and sink.dropped == 0
+    sink.start()
+    sink.publish_event(EVENT)
+    sink.publish_state(state_from_event(EVENT))
+    sink.publish_stats({"windows_run": 4, "type": "ignored"})
+    sink.stop()
+    sink.stop()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    objs = [json.loads(line) for line in lines]
+    assert [o["type"] for o in objs] == ["emotion", "state", "stats"]
+    assert list(objs[0])[0] == "type"
+    assert objs[0]["emotion"] == "happiness" and objs[0]["confidence"] == 0.5
+    assert objs[0]["model"] == "edge-ser-compact-int8"
+    assert objs[0]["windows"][0]["scores"] == [0.1, 0.5, 0.3, 0.1]
+    assert "windows" not in objs[1] and objs[1]["arousal"] == 0.25
+    assert objs[2] == {"type": "stats", "windows_run": 4}
+
+
+def test_stdout_sink_closed_stream_is_a_publish_error() -> None:
+    out = io.StringIO()
+    sink = StdoutSink(out)
+    out.close()
+    with pytest.raises(PublishError, match="cannot write events to stdout"):
+        sink.publish_event({"emotion": "anger"})
+
+
+def test_to_json_refuses_unknown_objects_in_one_line() -> None:
+    with pytest.raises(PublishError, match="cannot encode payload as JSON: object is not"):
+        to_json({"x": object()})
+
+
+def test_factory_picks_mqtt_when_a_host_is_set() -> None:
+    sink = make_sink(_mq(host="127.0.0.1", port=1), "dev", "m")
+    assert isinstance(sink, MqttSink) and not sink.connected
+    assert sink.topics.emotion == "edge-ser/dev/emotion"
+    sink.stop()  # never started: nothing to do
+
+
+def test_device_ids() -> None:
+    assert resolve_device_id(_mq(device_id="pi-4_b")) == "pi-4_b"
+    expected = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0])
+    assert resolve_device_id(_mq()) == expected
+    with pytest.raises(PublishError, match="mqtt.device_id: 'a/b'"):
+        make_sink(_mq(), "a/b", "m")
+    with pytest.raises(ConfigError, match=r"x\.yaml:2: mqtt\.device_id: String should match"):
+        parse_config("mqtt:\n  device_id: 'bad#id'\n", "x.yaml")
+    with pytest.raises(ConfigError, match=r"x\.yaml:2: mqtt\.prefix"):
+        parse_config("mqtt:\n  prefix: 'home/+'\n", "x.yaml")
+
+
+# --- outbox ----------------------------------------------------------------------------------
+
+def test_outbox_keeps_order_and_drops_oldest_pending() -> None:
+    box = Outbox(3)
+    for i in range(5):
+        box.put("t", str(i).encode(), 1)
+    assert (box.dropped, len(box), box.pending) == (2, 3, 3)
+    taken = [box.take() for _ in range(3)]
+    assert [m.payload for m in taken if m] == [b"2", b"3", b"4"]
+    assert box.take() is None
+
+
+def test_outbox_never_drops_what_is_in_flight() -> None:
+    box = Outbox(2)
+    assert box.put("t", b"a", 1) is None
+    a = box.take()
+    assert a is not None and a.payload == b"a"
+    box.sent(10, a)
+    box.put("t", b"b", 1)
+    assert box.put("t", b"c", 1) is not None  # full: the oldest *pending* (b) goes
+    assert (box.inflight, box.pending, box.dropped) == (1, 1, 1)
+    c = box.take()
+    assert c is not None and c.payload == b"c"
+    box.sent(11, c)
+    dropped = box.put("t", b"d", 1)  # nothing pending: the new one is dropped
+    assert dropped is not None and dropped.payload == b"d" and box.dropped == 2
+    assert box.acked(10) is a and box.acked(10) is None and box.acked(11) is c
+    assert len(box) == 0
+
+
+def test_outbox_ack_before_hand_over_completes_and_give_back() -> None:
+    box = Outbox(5)
+    box.put("t", b"a", 1)
+    box.put("t", b"b", 1)
+    a = box.take()
+    assert a is not None
+    assert box.acked(7) is None  # the broker was faster than the hand-over
+    box.sent(7, a)
+    assert box.inflight == 0 and box.pending == 1
+    b = box.take()
+    assert b is not None
+    box.give_back(b)
+    assert box.take() is b
+    box.sent(8, b)
+    assert box.acked(7) is None and box.inflight == 1
+    box.put("t", b"c", 1)
+    c = box.take()
+    assert c is not None
+    box.discard(c)
+    assert (len(box), box.dropped) == (1, 1)
+
+
+def test_outbox_forgets_qos0_in_flight() -> None:
+    box = Outbox(5)
+    box.put("t", b"a", 0)
+    m = box.take()
+    assert m is not None
+    box.sent(1, m)
+    assert box.forget_qos0() == 1 and len(box) == 0
+    with pytest.raises(ValueError):
+        Outbox(0)
+
+
+# --- credentials -----------------------------------------------------------------------------
+
+def test_password_file_and_credentials_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pw").write_text("hunter2\nignored\n")
+    assert read_password(tmp_path / "pw") == "hunter2"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt").write_text("from-systemd")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    monkeypatch.chdir(tmp_path)
+    assert read_password(Path("mqtt")) == "from-systemd"
+    assert read_password(Path("pw")) == "hunter2"  # not a credential: the working directory
+    with pytest.raises(PublishError, match=r"^mqtt\.password_file: nope: no such file \(nor in"):
+        read_password(Path("nope"))
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(PublishError, match="the file is empty"):
+        read_password(tmp_path / "empty")
+
+
+def test_sink_config_errors_are_one_line(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("x")
+    with pytest.raises(PublishError, match="password_file is set but mqtt.username is not"):
+        MqttSink(_mq(host="h", password_file=pw), device_id="d")
+    with pytest.raises(PublishError, match=r"^mqtt\.tls\.certfile: .*: no such file$"):
+        MqttSink(_mq(host="h", tls=_tls(certfile=tmp_path / "c.pem")), "d")
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(PublishError, match="^mqtt.tls: cannot load the certificates"):
+        MqttSink(_mq(host="h", tls=_tls(ca=bad)), device_id="d")
