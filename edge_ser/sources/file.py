@@ -1,0 +1,97 @@
+"""``file`` source: a WAV file played at real time or as fast as possible, optionally looped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_ser import SAMPLE_RATE
+from edge_ser.audio import read_wav
+from edge_ser.errors import EdgeSerError
+from edge_ser.sources.base import DoneFn, PushFn
+
+log = logging.getLogger(__name__)
+
+
+class FileSource:
+    """Reads the whole WAV (any rate, resampled to 16 kHz) into memory, then plays it in chunks.
+
+    ``realtime=True`` paces chunks by the clock (a stand-in for a microphone); ``False`` pushes
+    them as fast as the consumer accepts them. ``loop=True`` starts again at the end; otherwise
+    ``done(None)`` is called after the last chunk.
+    """
+
+    def __init__(
+        self, path: Path, realtime: bool = True, loop: bool = False, chunk_ms: int = 30
+    ) -> None:
+        self.path = Path(path)
+        self.realtime = realtime
+        self.loop = loop
+        self.chunk = max(1, SAMPLE_RATE * chunk_ms // 1000)
+        self.name = f"file:{self.path.name}"
+        self.live = realtime
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.samples_played = 0
+        self.loops = 0
+        self.state = "idle"
+
+    def start(self, push: PushFn, done: DoneFn) -> None:
+        audio = read_wav(self.path)  # AudioError here, in the caller's thread, for a bad file
+        log.info(
+            "playing %s (%.2f s, %s%s)", self.path, audio.size / SAMPLE_RATE,
+            "real time" if self.realtime else "as fast as possible",
+            ", looped" if self.loop else "",
+        )
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._play, args=(audio, push, done), name="edge-ser-file", daemon=True
+        )
+        self.state = "playing"
+        self._thread.start()
+
+    def _play(self, audio: Any, push: PushFn, done: DoneFn) -> None:
+        error: EdgeSerError | None = None
+        t0 = time.monotonic()
+        played = 0  # samples since t0, for pacing
+        try:
+            while not self._stop.is_set():
+                for i in range(0, audio.size, self.chunk):
+                    if self._stop.is_set():
+                        break
+                    block = audio[i : i + self.chunk]
+                    if self.realtime:
+                        ahead = t0 + (played + block.size) / SAMPLE_RATE - time.monotonic()
+                        if ahead > 0 and self._stop.wait(ahead):
+                            break
+                    push(block)
+                    played += block.size
+                    self.samples_played += block.size
+                if not self.loop or self._stop.is_set():
+                    break
+                self.loops += 1
+        except EdgeSerError as exc:
+            error = exc
+        except Exception as exc:  # the queue was closed under us, etc.
+            if not self._stop.is_set():
+                log.warning("file source stopped: %s", exc)
+        self.state = "ended"
+        if not self._stop.is_set() or error is not None:
+            done(error)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
+        self.state = "stopped"
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "source": self.name,
+            "source_state": self.state,
+            "source_played_s": round(self.samples_played / SAMPLE_RATE, 3),
+            "source_loops": self.loops,
+        }

@@ -1,0 +1,103 @@
+"""``stdin`` source: raw signed 16-bit little-endian PCM, e.g. ``arecord -f S16_LE -r 16000``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import IO, Any
+
+from edge_ser import SAMPLE_RATE
+from edge_ser.errors import AudioError, EdgeSerError
+from edge_ser.sources.base import DoneFn, PushFn, StreamResampler, s16le_to_float
+
+log = logging.getLogger(__name__)
+
+
+class StdinSource:
+    """Reads interleaved s16le PCM at ``rate`` Hz with ``channels`` channels from a byte stream.
+
+    ``live=True`` (audio from a capture program) lets the capture queue drop the oldest audio
+    when the worker falls behind; ``live=False`` (a recording piped in) applies back-pressure
+    instead. End of input calls ``done(None)``.
+    """
+
+    def __init__(
+        self,
+        rate: int = SAMPLE_RATE,
+        channels: int = 1,
+        chunk_ms: int = 30,
+        live: bool = True,
+        stream: IO[bytes] | None = None,
+    ) -> None:
+        self.rate = rate
+        self.channels = channels
+        self.frame_bytes = 2 * channels
+        self.chunk_bytes = max(1, rate * chunk_ms // 1000) * self.frame_bytes
+        self.live = live
+        self.name = f"stdin:{rate}Hz/{channels}ch"
+        self._stream = stream
+        self._resampler = StreamResampler(rate)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.bytes_read = 0
+        self.state = "idle"
+
+    def start(self, push: PushFn, done: DoneFn) -> None:
+        stream = self._stream if self._stream is not None else sys.stdin.buffer
+        if stream.isatty():
+            raise AudioError("source.type 'stdin' needs raw PCM piped in, not a terminal")
+        self._stop.clear()
+        self.state = "reading"
+        self._thread = threading.Thread(
+            target=self._read, args=(stream, push, done), name="edge-ser-stdin", daemon=True
+        )
+        self._thread.start()
+        log.info("reading %s s16le PCM from stdin", self.name)
+
+    def _read(self, stream: IO[bytes], push: PushFn, done: DoneFn) -> None:
+        error: EdgeSerError | None = None
+        carry = b""
+        try:
+            while not self._stop.is_set():
+                data = stream.read(self.chunk_bytes)
+                if not data:
+                    break
+                self.bytes_read += len(data)
+                data = carry + data
+                whole = len(data) // self.frame_bytes * self.frame_bytes
+                data, carry = data[:whole], data[whole:]
+                if data:
+                    block = self._resampler.process(s16le_to_float(data, self.channels))
+                    if block.size:
+                        push(block)
+            tail = self._resampler.flush()
+            if tail.size and not self._stop.is_set():
+                push(tail)
+            if carry:
+                log.warning("stdin ended inside a sample frame; %d bytes ignored", len(carry))
+        except OSError as exc:
+            error = AudioError(f"stdin: read failed ({exc.strerror or exc})")
+        except EdgeSerError as exc:
+            error = exc
+        except Exception as exc:  # the queue was closed under us
+            if not self._stop.is_set():
+                log.warning("stdin source stopped: %s", exc)
+        self.state = "ended"
+        if not self._stop.is_set() or error is not None:
+            done(error)
+
+    def stop(self) -> None:
+        # a blocking read() cannot be interrupted; the reader is a daemon thread and exits at
+        # the next chunk or end of input
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=0.2)
+        self.state = "stopped"
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "source": self.name,
+            "source_state": self.state,
+            "source_read_s": round(self.bytes_read / self.frame_bytes / self.rate, 3),
+        }

@@ -1,0 +1,161 @@
+"""Config files: errors name file, line and key; the example documents every option and passes
+``edge-ser check-config``."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from edge_ser.cli import main
+from edge_ser.config import Config, load_config
+from edge_ser.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "config" / "edge-ser.yaml"
+VOICE_NOTE = REPO / "examples" / "voice-note.wav"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "edge-ser.yaml"
+    p.write_text(text)
+    return p
+
+
+def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge_ser", "check-config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "why"),
+    [
+        ("source:\n  type: file\n  path: x.wav\n  colour: red\n", 4, "source.colour",
+         "unknown key"),
+        ("vad:\n  aggressiveness: 2\n  hangover_ms: lots\n", 3, "vad.hangover_ms", "integer"),
+        ("source:\n  type: microphone\n", 2, "source.type", "'mic', 'file' or 'stdin'"),
+        ("mqtt:\n  qos: 3\n", 2, "mqtt.qos", "0, 1 or 2"),
+        ("budgets:\n  thermal:\n    soft_c: 90\n    hard_c: 80\n", 2, "budgets.thermal",
+         "soft_c must be below hard_c"),
+        ("budgets:\n  memory:\n    rss_mb: -1\n", 3, "budgets.memory.rss_mb", "greater than 0"),
+        ("source:\n  type: file\n", 1, "source", "needs source.path"),
+        ("logging:\n  level: LOUD\n", 2, "logging.level", "DEBUG"),
+    ],
+)
+def test_errors_name_file_line_and_key(
+    tmp_path: Path, text: str, line: int, key: str, why: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}:{line}: {key}: "), msg
+    assert why in msg and "\n" not in msg
+
+
+def test_bad_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "source:\n  type: file\n  path: [unclosed\nvad:\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:\d+: invalid YAML"):
+        load_config(path)
+
+
+def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "c.yaml"
+    path.write_text("source:\n  type: file\n  path: ../a.wav\nmodel:\n  path: m.onnx\n")
+    cfg = load_config(path)
+    assert cfg.source.path == tmp_path / "a.wav"
+    assert cfg.model.path == tmp_path / "sub" / "m.onnx"
+
+
+# --- the example config --------------------------------------------------------------------
+
+def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        out.append(prefix + name)
+        args = typing.get_args(field.annotation) or (field.annotation,)
+        for arg in args:
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                out += _field_paths(arg, f"{prefix}{name}.")
+    return out
+
+
+def _documented_paths(text: str) -> set[str]:
+    """Keys of the YAML, active or shown commented out as ``# key: value`` at their indent."""
+    found: set[str] = set()
+    stack: list[tuple[int, str]] = []
+    for raw in text.splitlines():
+        m = re.match(r"^( *)(?:# )?( *)([a-z_]+):(?: |$)", raw)
+        if not m:
+            continue
+        indent = len(m.group(1)) + len(m.group(2))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m.group(3)))
+        found.add(".".join(k for _, k in stack))
+    return found
+
+
+def test_example_documents_every_option() -> None:
+    text = EXAMPLE.read_text()
+    documented = _documented_paths(text)
+    missing = [p for p in _field_paths(Config) if p not in documented]
+    assert not missing, f"config/edge-ser.yaml lacks {missing}"
+    unknown = sorted(p for p in documented if p not in set(_field_paths(Config)))
+    assert not unknown, f"config/edge-ser.yaml documents unknown keys {unknown}"
+
+
+def test_example_values_are_the_defaults_except_the_model_path() -> None:
+    cfg = load_config(EXAMPLE)
+    defaults = Config().model_dump()
+    got = cfg.model_dump()
+    assert cfg.model.path.resolve() == (REPO / "models" / "edge-ser-compact.int8.onnx").resolve()
+    got["model"].pop("path")
+    defaults["model"].pop("path")
+    assert got == defaults
+
+
+def test_example_passes_check_config(shipped_model: Path) -> None:
+    proc = _check_config(EXAMPLE)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_check_config_refuses_missing_files(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = _write(tmp_path, f"source:\n  type: file\n  path: {VOICE_NOTE}\n"
+                            f"model:\n  path: {tiny_model}\n")
+    assert main(["check-config", str(good)]) == 0
+    assert capsys.readouterr().out.strip() == "ok"
+    for text, key in [
+        (f"source:\n  type: file\n  path: gone.wav\nmodel:\n  path: {tiny_model}\n",
+         "source.path"),
+        ("model:\n  path: gone.onnx\n", "model.path"),
+        (f"model:\n  path: {tiny_model}\nmqtt:\n  host: localhost\n  password_file: pw\n",
+         "mqtt.password_file"),
+    ]:
+        assert main(["check-config", str(_write(tmp_path, text))]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edge-ser check-config: error: ")
+        assert key in lines[0] and "no such file" in lines[0]
+
+
+def test_check_config_bad_key_exit_2_one_line(tmp_path: Path) -> None:
+    proc = _check_config(_write(tmp_path, "vad:\n  agressiveness: 2\n"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        f"edge-ser check-config: error: {tmp_path / 'edge-ser.yaml'}:2: vad.agressiveness: "
+        "unknown key"
+    )

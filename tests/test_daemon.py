@@ -1,0 +1,245 @@
+"""The daemon end to end: ``edge-ser run`` as a subprocess on real speech (file and stdin
+sources, JSON lines on stdout), SIGTERM, budgets visible in stats, bad input -> one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge_ser.audio import read_wav, resample, write_wav
+from edge_ser.config import Config, SourceConfig
+from edge_ser.daemon import Daemon
+from edge_ser.model import OnnxModel
+from edge_ser.publish.stdout import StdoutSink
+
+REPO = Path(__file__).resolve().parent.parent
+VOICE_NOTE = REPO / "examples" / "voice-note.wav"
+EVENT_KEYS = {"emotion", "confidence", "scores", "arousal", "valence", "start_s", "end_s",
+              "speech_s", "model", "time"}
+#: Utterances of examples/voice-note.wav (seconds): three anger clips with silence between.
+UTTERANCES = [(1.7, 4.7), (7.0, 9.8), (12.2, 14.8)]
+
+
+def _config(tmp_path: Path, model: Path, source: str, extra: str = "") -> Path:
+    path = tmp_path / "edge-ser.yaml"
+    path.write_text(f"{source}\nmodel:\n  path: {model}\n{extra}")
+    return path
+
+
+def _run(cfg: Path, *, stdin: Any = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge_ser", "run", "--config", str(cfg)],
+                          stdin=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def _lines(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def _of(lines: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [m for m in lines if m["type"] == kind]
+
+
+FILE_FAST = f"source:\n  type: file\n  path: {VOICE_NOTE}\n  realtime: false\n"
+
+
+def test_file_source_end_to_end_json_lines(tmp_path: Path, tiny_model: Path) -> None:
+    proc = _run(_config(tmp_path, tiny_model, FILE_FAST))
+    assert proc.returncode == 0, proc.stderr
+    lines = _lines(proc.stdout)
+    events, states, stats = _of(lines, "emotion"), _of(lines, "state"), _of(lines, "stats")
+    assert len(events) == 3 and len(states) == 3 and len(stats) >= 1
+    for ev, (start, end) in zip(events, UTTERANCES, strict=True):
+        assert EVENT_KEYS <= ev.keys()
+        assert ev["start_s"] == pytest.approx(start, abs=0.5)
+        assert ev["end_s"] == pytest.approx(end, abs=0.5)
+        assert ev["model"] == "edge-ser-test-tiny" and ev["emotion"] in ev["scores"]
+        assert sum(ev["scores"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert 1.5 < ev["speech_s"] < 4.5
+    assert states[-1]["emotion"] == events[-1]["emotion"]
+    last = stats[-1]
+    assert last["windows_run"] == 3 and last["windows_dropped"] == 0 and last["events"] == 3
+    assert last["audio_dropped_s"] == 0.0  # a file played fast waits, it never drops
+    for key in ("latency_p50_ms", "latency_p95_ms", "rss_mb", "cpu_percent", "throttle",
+                "temperature_c", "events_dropped"):
+        assert key in last
+    assert lines[-1]["type"] == "stats"  # the final stats come last, after every event
+
+
+def test_shipped_model_hears_anger_in_the_voice_note(tmp_path: Path, shipped_model: Path) -> None:
+    proc = _run(_config(tmp_path, shipped_model, FILE_FAST))
+    assert proc.returncode == 0, proc.stderr
+    events = _of(_lines(proc.stdout), "emotion")
+    assert len(events) == 3
+    labels = [ev["emotion"] for ev in events]
+    assert labels.count("anger") >= 2, labels  # three angry RAVDESS utterances
+    assert np.mean([ev["arousal"] for ev in events]) > 0  # anger-ish: aroused on the whole
+
+
+def test_stdin_source_from_a_pipe(tmp_path: Path, tiny_model: Path) -> None:
+    pcm = np.clip(resample(read_wav(VOICE_NOTE), 16000, 48000) * 32768, -32768, 32767)
+    raw = tmp_path / "note.raw"
+    raw.write_bytes(pcm.astype("<i2").tobytes())
+    cfg = _config(tmp_path, tiny_model,
+                  "source:\n  type: stdin\n  rate: 48000\n  realtime: false\n")
+    with raw.open("rb") as f:
+        proc = _run(cfg, stdin=f)
+    assert proc.returncode == 0, proc.stderr
+    events = _of(_lines(proc.stdout), "emotion")
+    assert [round(e["start_s"]) for e in events] == [round(s) for s, _ in UTTERANCES]
+
+
+def test_sigterm_finishes_publishes_and_exits_0(tmp_path: Path, tiny_model: Path) -> None:
+    cfg = _config(tmp_path, tiny_model,
+                  f"source:\n  type: file\n  path: {VOICE_NOTE}\n  loop: true\n")
+    proc = subprocess.Popen([sys.executable, "-m", "edge_ser", "run", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())  # blocks until the first utterance (~5 s)
+    assert first["type"] == "emotion"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    waited = time.monotonic() - t0
+    assert proc.returncode == 0, err
+    assert waited < 15.0  # generous: it normally takes well under a second
+    assert "SIGTERM received" in err and "edge-ser stopped (SIGTERM)" in err
+    assert _lines(out)[-1]["type"] == "stats"
+
+
+def test_bad_config_and_missing_model_exit_2_with_one_line(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("source:\n  type: file\n  path: x.wav\n  realtim: false\n")
+    proc = _run(bad)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        f"edge-ser run: error: {bad}:4: source.realtim: unknown key")
+    proc = _run(_config(tmp_path, tmp_path / "gone.onnx", FILE_FAST))
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("edge-ser run: error: ") and "gone.onnx" in last
+    proc = _run(_config(tmp_path, tiny_model, "source:\n  type: file\n  path: gone.wav\n"))
+    assert proc.returncode == 2 and "gone.wav: no such file" in proc.stderr.splitlines()[-1]
+
+
+def test_memory_budget_sheds_windows_in_the_daemon(tmp_path: Path, tiny_model: Path) -> None:
+    cfg = _config(tmp_path, tiny_model, FILE_FAST, "budgets:\n  memory:\n    rss_mb: 5\n")
+    proc = _run(cfg)
+    assert proc.returncode == 0, proc.stderr
+    lines = _lines(proc.stdout)
+    assert _of(lines, "emotion") == []
+    stats = _of(lines, "stats")[-1]
+    assert stats["windows_dropped"] == 3 and stats["windows_run"] == 0
+    assert stats["memory_over_budget"] is True
+    assert proc.stderr.count("over the 5 MiB budget") == 1  # logged once per episode
+
+
+def _in_process(cfg: Config, model: Any, out: Path) -> Daemon:
+    with out.open("w") as stream:
+        daemon = Daemon(cfg, model=model, sink=StdoutSink(stream, model_name="tiny"))
+        assert daemon.run(install_signals=False) == 0
+    return daemon
+
+
+def test_fake_thermal_zone_pauses_inference(tmp_path: Path, tiny_model: Path) -> None:
+    zone = tmp_path / "temp"
+    zone.write_text("85000\n")
+    cfg = Config.model_validate({
+        "source": {"type": "file", "path": str(VOICE_NOTE), "realtime": False},
+        "budgets": {"thermal": {"zone": str(zone)}},
+    })
+    daemon = _in_process(cfg, OnnxModel(tiny_model), tmp_path / "out.jsonl")
+    stats = _of(_lines((tmp_path / "out.jsonl").read_text()), "stats")[-1]
+    assert stats["throttle"] == "paused" and stats["temperature_c"] == 85.0
+    assert stats["windows_dropped"] == 3 and daemon.events == 0
+
+
+class SlowModel:
+    """The real tiny model, slowed down: the worker falls behind a live source."""
+
+    def __init__(self, path: Path, delay_s: float) -> None:
+        self.inner, self.delay_s = OnnxModel(path), delay_s
+
+    @property
+    def info(self):  # type: ignore[no-untyped-def]
+        return self.inner.info
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return self.inner.probabilities(batch)
+
+
+def test_live_source_drops_oldest_audio_when_the_worker_lags(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    note = tmp_path / "note.wav"
+    write_wav(note, read_wav(VOICE_NOTE)[: 16000 * 7])  # the first utterance
+    cfg = Config(source=SourceConfig(type="file", path=note, realtime=True, queue_s=0.5))
+    daemon = _in_process(cfg, SlowModel(tiny_model, 2.5), tmp_path / "out.jsonl")
+    stats = _of(_lines((tmp_path / "out.jsonl").read_text()), "stats")[-1]
+    assert stats["audio_dropped_s"] > 1.0 and stats["audio_dropped_chunks"] > 10
+    assert stats["queue_high_water_s"] <= 0.5 + 1e-6
+    assert daemon.queue.dropped_s == pytest.approx(stats["audio_dropped_s"], abs=0.01)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX only")
+def test_no_audio_is_written_to_disk(tmp_path: Path, tiny_model: Path) -> None:
+    """The run leaves no audio behind in its working folder or TMPDIR.
+
+    (onnxruntime itself drops a 51-byte ``.ses`` session-id file into TMPDIR; that is allowed.)
+    """
+    work, tmp = tmp_path / "work", tmp_path / "tmp"
+    work.mkdir()
+    tmp.mkdir()
+    cfg = _config(work, tiny_model, FILE_FAST)
+    before = {p for p in work.rglob("*")}
+    proc = subprocess.run([sys.executable, "-m", "edge_ser", "run", "--config", str(cfg)],
+                          cwd=work, env={**os.environ, "TMPDIR": str(tmp)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert {p for p in work.rglob("*")} == before
+    left = [p for p in tmp.rglob("*") if p.is_file() and p.stat().st_size > 1024]
+    assert left == []
+
+
+def test_mic_that_fails_and_comes_back_keeps_the_daemon_running(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """A PyAudio-shaped USB mic (48 kHz only) dies after ~6 s of speech, vanishes for two
+    reopen attempts, then returns: the daemon keeps classifying and reports the reopen."""
+    from edge_ser.sources import MicSource
+    from tests.test_sources import FakePyAudio, FakeWorld
+
+    world = FakeWorld(resample(read_wav(VOICE_NOTE), 16000, 48000), fail_after_chunks=200,
+                      absent_opens=2)
+    source = MicSource(device="USB", reopen_min_s=0.1, reopen_max_s=0.5,
+                       backend=lambda: FakePyAudio(world))
+    cfg = Config(source=SourceConfig(type="mic", device="USB"))
+    out = tmp_path / "out.jsonl"
+    with out.open("w") as stream:
+        daemon = Daemon(cfg, model=OnnxModel(tiny_model), source=source,
+                        sink=StdoutSink(stream, model_name="tiny"))
+        def stop_when_done() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (daemon.events < 3 or source.reopens < 1):
+                time.sleep(0.05)
+            daemon.request_stop("test")
+
+        threading.Thread(target=stop_when_done, daemon=True).start()
+        assert daemon.run(install_signals=False) == 0
+    lines = _lines(out.read_text())
+    stats = _of(lines, "stats")[-1]
+    assert stats["source_reopens"] == 1 and stats["source_failures"] == 3
+    assert stats["source_rate_hz"] == 48000
+    assert len(_of(lines, "emotion")) >= 3  # utterances before and after the outage
