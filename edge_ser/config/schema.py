@@ -1,25 +1,17 @@
-"""Configuration: YAML into pydantic models.
+"""Configuration schema: pydantic models, one per section of the YAML file.
 
-Every field's description carries its unit. Unknown keys are refused (``extra="forbid"``), and
-every error names the file, the line and the dotted key, e.g.::
-
-    config/edge-ser.yaml:12: vad.frame_ms: Input should be 10, 20 or 30
+Every field's description carries its unit; unknown keys are refused (``extra="forbid"``).
+Loading (with file:line errors) is in :mod:`edge_ser.config.loader`.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge_ser.errors import ConfigError
-
-log = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO_ROOT / "models" / "edge-ser-compact.int8.onnx"
 
 
@@ -226,92 +218,3 @@ class Config(_Strict):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Event output.")
     budgets: Budgets = Field(default_factory=Budgets, description="Resource budgets.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
-
-
-# --- loading with line numbers ---------------------------------------------------------------
-
-def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            k = key.value
-            out[path + (k,)] = key.start_mark.line + 1
-            _line_index(value, path + (k,), out)
-            out[path + (k,)] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_index(item, path + (i,), out)
-
-
-def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
-    key = tuple(str(p) if not isinstance(p, int) else p for p in loc)
-    while key:
-        if key in lines:
-            return lines[key]
-        key = key[:-1]
-    return lines.get((), None)
-
-
-def parse_config(text: str, source: str = "<config>") -> Config:
-    """Parse YAML text into a :class:`Config`; raise :class:`ConfigError` naming line and key."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: the top level must be a mapping of sections")
-    lines: dict[tuple[Any, ...], int] = {}
-    if node is not None:
-        _line_index(node, (), lines)
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-        line = _line_for(loc, lines)
-        where = f"{source}:{line}" if line is not None else source
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{where}: {key}: {msg}{more}") from exc
-
-
-def load_config(path: str | Path | None) -> Config:
-    """Load a YAML config file; ``None`` gives the built-in defaults.
-
-    Relative paths inside the file (model, WAV, certificates, thermal zone) are resolved
-    against the file's directory.
-    """
-    if path is None:
-        return Config()
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config ({exc.strerror or exc})") from exc
-    cfg = parse_config(text, str(p))
-    return _resolve_paths(cfg, p.parent)
-
-
-def _resolve_paths(cfg: Config, base: Path) -> Config:
-    def fix(value: Path | None) -> Path | None:
-        if value is None or value.is_absolute():
-            return value
-        return (base / value).resolve()
-
-    cfg.model.path = fix(cfg.model.path) or cfg.model.path
-    if cfg.source.path is not None:
-        cfg.source.path = fix(cfg.source.path)
-    if cfg.mqtt.tls is not None:
-        cfg.mqtt.tls.ca = fix(cfg.mqtt.tls.ca)
-        cfg.mqtt.tls.certfile = fix(cfg.mqtt.tls.certfile)
-        cfg.mqtt.tls.keyfile = fix(cfg.mqtt.tls.keyfile)
-    return cfg
