@@ -2,8 +2,11 @@
 
 :class:`EmotionPipeline` is fed 16 kHz mono float32 blocks of any size. In ``utterance`` mode
 (the daemon) it returns one :class:`~edge_ser.aggregate.EmotionResult` per utterance as soon as
-the utterance ends; in ``voice_note`` mode it windows the VAD-filtered speech of the whole input
-as one stream (the paper's pipeline) and returns a single result from :meth:`flush`.
+the utterance ends; in ``voice_note`` mode it pools the windows of the whole input into a single
+result from :meth:`flush`. Windows end with their utterance (a window never spans the silence
+between two utterances, which the model never saw in training) unless
+``windows.span_utterances`` is true, which windows the VAD-filtered speech of the whole input as
+one stream, as the paper describes.
 :func:`predict_clip` is the whole-clip entry point used by ``edge-ser classify``.
 
 Windows completed by one call are preprocessed and sent through the model as one batch. An
@@ -145,9 +148,10 @@ class EmotionPipeline:
                     self._pending.extend(self.windower.push(ev.audio, ev.start_s))
             else:
                 self._last_end = ev.t_s
-                if self.mode == "utterance":
+                if self.mode == "utterance" or not self.config.windows.span_utterances:
                     with self._timed("window"):
                         self._pending.extend(self.windower.end_utterance())
+                if self.mode == "utterance":
                     self._run_pending()
                     start = self._utt_start if self._utt_start is not None else ev.t_s
                     result = self._result(start, ev.t_s)

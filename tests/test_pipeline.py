@@ -171,4 +171,8 @@ def test_predict_clip_on_a_long_clip_equals_one_block(model: OnnxModel, note: np
     pipe = EmotionPipeline(_config("voice_note"), model)
     _same([predict_clip(long, Config(), model)], _stream(pipe, long, None))
     r = predict_clip(long, Config(), model)
+    # default: windows end with their utterance -> one window per utterance, none spans a pause
+    assert len(r.windows) == 9 and all(w.speech_s < 8.0 for w in r.windows)
+    joined = Config.model_validate({"windows": {"span_utterances": True}})
+    r = predict_clip(long, joined, model)
     assert [w.speech_s for w in r.windows][:3] == [8.0, 8.0, 8.0] and len(r.windows) == 4

@@ -95,6 +95,12 @@ class WindowConfig(_Strict):
         "it is the utterance's only window.",
     )
 
+    span_utterances: bool = Field(
+        False,
+        description="voice_note mode: cut windows from the speech of the whole input joined "
+        "together (true, the paper) or per utterance (false: no window spans a pause).",
+    )
+
     @model_validator(mode="after")
     def _hop_le_length(self) -> WindowConfig:
         if self.hop_s > self.length_s:

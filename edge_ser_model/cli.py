@@ -1,0 +1,153 @@
+"""``edge-ser-model``: train, evaluate and export edge-ser models.
+
+- ``train``: train the compact encoder on all of the corpora and write the fp32 + int8 ONNX models.
+- ``evaluate``: speaker-independent k-fold CV of the compact encoder beside the eGeMAPS
+  baseline on the same folds; writes cv_report.json / .md and confusion.png.
+- ``export``: export / quantize an encoder (``edge_ser_model.export``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_ser.errors import EdgeSerError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA = Path("../shared/data")
+DEFAULT_CACHE = Path(".cache/edge-ser-model")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpora root (manifest.csv)")
+    p.add_argument("--corpora", default="ravdess,urdu", help="comma-separated corpus folders")
+    p.add_argument("--calm", choices=["drop", "neutral"], default="drop",
+                   help="RAVDESS calm: drop it (default) or merge it into neutral")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
+    p.add_argument("--copies", type=int, default=4, help="augmented copies per clip")
+    p.add_argument("--seeds", default="0,1,2", help="ensemble member seeds")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--patience", type=int, default=15,
+                   help="early-stopping patience in epochs (paper: 6; 15 measured better)")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=64, help="MLP width (0: linear head)")
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--no-pitch", action="store_true", help="leave out the SHS pitch features")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N clips (tests)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-ser-model", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    tr = sub.add_parser("train", help="train the compact encoder on all data, write ONNX")
+    _common(tr)
+    tr.add_argument("--out", type=Path, default=Path("models"), help="output folder")
+    tr.add_argument("--name", default="edge-ser-compact")
+    tr.add_argument("--evaluation", type=Path, default=None,
+                    help="cv_report.json whose summary goes into the model metadata")
+    ev = sub.add_parser("evaluate", help="speaker-independent k-fold CV vs eGeMAPS baseline")
+    _common(ev)
+    ev.add_argument("--folds", type=int, default=5)
+    ev.add_argument("--fold-seed", type=int, default=0)
+    ev.add_argument("--out", type=Path, default=Path("models/eval"))
+    ev.add_argument("--no-baseline", action="store_true")
+    ex = sub.add_parser("export", help="export an encoder to ONNX and int8")
+    from edge_ser_model.export import add_export_arguments
+
+    add_export_arguments(ex)
+    return parser
+
+
+def _train_config(args: argparse.Namespace) -> object:
+    from edge_ser_model.train import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs, patience=args.patience, lr=args.lr, batch_size=args.batch_size,
+        mixup=args.mixup, head={"hidden": args.hidden, "dropout": args.dropout},
+    )
+
+
+def _load(args: argparse.Namespace) -> tuple[list[object], object]:
+    import torch
+
+    from edge_ser_model.data import load_corpora
+    from edge_ser_model.encoders.compact import CompactFeatures
+    from edge_ser_model.features import compute_features
+
+    torch.set_num_threads(args.threads)
+    clips = load_corpora(args.data, [c for c in args.corpora.split(",") if c], calm=args.calm)
+    if args.limit:
+        clips = clips[:: max(1, len(clips) // args.limit)][: args.limit]
+    frontend = CompactFeatures(pitch=not args.no_pitch)
+    feats = compute_features(clips, frontend, copies=args.copies, cache_dir=args.cache)
+    return list(clips), feats
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from edge_ser_model.data import speaker_folds
+    from edge_ser_model.evaluate import cross_validate, run_baselines, write_report
+
+    clips, feats = _load(args)
+    folds = speaker_folds(clips, args.folds, args.fold_seed)  # type: ignore[arg-type]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    cfg = _train_config(args)
+    probs = cross_validate(clips, feats, folds, cfg, seeds)  # type: ignore[arg-type]
+    preds = [p.argmax(1) for p in probs]
+    baselines = {} if args.no_baseline else run_baselines(clips, folds, args.cache)  # type: ignore[arg-type]
+    settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    meta = {
+        "protocol": f"speaker-independent {args.folds}-fold CV (StratifiedGroupKFold by "
+                    f"manifest speaker, seed {args.fold_seed})",
+        "data": f"{args.corpora}, calm={args.calm}",
+        "settings": {k: str(v) for k, v in settings.items()},
+    }
+    report = write_report(args.out, clips, folds, preds, baselines, meta)  # type: ignore[arg-type]
+    for name, system in report["systems"].items():
+        s = system["summary"]
+        print(f"{name:24s} UAR {s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}  "
+              f"WA {s['wa']['mean']:.3f}  macro-F1 {s['macro_f1']['mean']:.3f}")
+    print(f"wrote {args.out}/cv_report.json, cv_report.md, confusion.png")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from edge_ser_model.ship import train_and_ship
+
+    clips, feats = _load(args)
+    evaluation = json.loads(args.evaluation.read_text()) if args.evaluation else None
+    seeds = [int(s) for s in args.seeds.split(",")]
+    paths = train_and_ship(clips, feats, _train_config(args), seeds, args.out,  # type: ignore[arg-type]
+                           args.name, evaluation, args.calm, pitch=not args.no_pitch)
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "evaluate":
+            return run_evaluate(args)
+        if args.command == "train":
+            return run_train(args)
+        from edge_ser_model.export import run_export
+
+        rc: int = run_export(args)
+        return rc
+    except EdgeSerError as exc:
+        print(f"edge-ser-model {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,293 @@
+"""``compact``: a small from-scratch encoder that runs waveform -> logits in one ONNX graph.
+
+Front end (fixed weights, no training): a Hann-windowed DFT as a strided Conv1d (25 ms window,
+10 ms hop, 512-point), power spectrum, a mel filterbank MatMul and a log. A frame mask comes
+straight from the waveform (a 10 ms block that is all zeros is padding), so the zero padding that
+``prepare_window`` adds never biases a statistic.
+
+A pitch tracker (fixed weights) runs beside it: a 50 ms Hann DFT up to 1.5 kHz (1024-point) as
+a second strided Conv1d, a peak-enhanced log-magnitude spectrum and subharmonic summation (SHS,
+Hermes 1988; the method openSMILE's eGeMAPS F0 uses) over 72 F0 candidates in
+half-semitone steps from 55 Hz (three octaves, 55-440 Hz), on the same 10 ms grid.
+
+Utterance functionals (all masked): mean / std of the log-mel and of its |time delta|,
+frame-energy statistics, log speech duration, and voicing-weighted F0 statistics (mean, std,
+|delta|, voiced fraction, voicing strength). Trained part: standardisation with
+training-set constants and a small MLP per ensemble member; members (seeds) are averaged as
+probabilities inside the same graph (logits = log mean probability).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edge_ser import LABELS, SAMPLE_RATE
+
+EPS = 1e-6
+N_PITCH = 5  # pitch functionals
+N_EXTRA = 29  # extra functionals (MFCC, slope, voicing)
+
+
+def mel_filterbank(n_mels: int, n_fft: int, rate: int, fmin: float, fmax: float) -> np.ndarray:
+    """HTK-style triangular mel filters, shape ``[n_mels, n_fft // 2 + 1]``."""
+
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    freqs = np.linspace(0.0, rate / 2.0, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(np.array(fmin)), hz_to_mel(np.array(fmax)), n_mels + 2))
+    fb = np.zeros((n_mels, len(freqs)))
+    for i in range(n_mels):
+        lo, mid, hi = edges[i], edges[i + 1], edges[i + 2]
+        up = (freqs - lo) / max(mid - lo, 1e-9)
+        down = (hi - freqs) / max(hi - mid, 1e-9)
+        fb[i] = np.maximum(0.0, np.minimum(up, down))
+    fb /= np.maximum(fb.sum(axis=1, keepdims=True), 1e-9)
+    return fb.astype(np.float32)
+
+
+class LogMelFrontEnd(nn.Module):
+    """Waveform ``[B, N]`` -> (log-mel ``[B, M, T]``, mask ``[B, T]``), fixed weights."""
+
+    dft: Tensor
+    mel: Tensor
+
+    def __init__(
+        self, n_mels: int = 64, win: int = 400, hop: int = 160, n_fft: int = 512,
+        fmin: float = 50.0, fmax: float = 8000.0, rate: int = SAMPLE_RATE,
+    ) -> None:
+        super().__init__()
+        self.win, self.hop = win, hop
+        n_bins = n_fft // 2 + 1
+        n = np.arange(win)
+        window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win)
+        k = np.arange(n_bins)[:, None]
+        cos = np.cos(2.0 * np.pi * k * n[None, :] / n_fft) * window
+        sin = -np.sin(2.0 * np.pi * k * n[None, :] / n_fft) * window
+        kernel = np.concatenate([cos, sin], axis=0)[:, None, :].astype(np.float32)
+        self.register_buffer("dft", torch.from_numpy(kernel))
+        fb = mel_filterbank(n_mels, n_fft, rate, fmin, fmax)
+        self.register_buffer("mel", torch.from_numpy(fb))
+        self.n_bins = n_bins
+
+    def frames(self, n_samples: int) -> int:
+        return math.ceil(n_samples / self.hop)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        n = x.shape[-1]
+        t = (n + self.hop - 1) // self.hop
+        x = F.pad(x, (0, t * self.hop - n + self.win - self.hop))
+        blocks = x[:, : t * self.hop].reshape(x.shape[0], t, self.hop)
+        mask = (blocks.abs().amax(dim=-1) > 0).to(x.dtype)
+        spec = F.conv1d(x.unsqueeze(1), self.dft, stride=self.hop)  # [B, 2K, T]
+        re, im = spec[:, : self.n_bins], spec[:, self.n_bins :]
+        power = re * re + im * im
+        mel = torch.matmul(self.mel, power)  # [B, M, T]
+        return torch.log(mel + EPS), mask
+
+
+def masked_mean_std(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and std over the last axis of ``x`` ``[B, C, T]`` where ``mask`` ``[B, T]`` is 1."""
+    m = mask.unsqueeze(1)
+    count = m.sum(dim=-1).clamp(min=1.0)
+    mean = (x * m).sum(dim=-1) / count
+    var = (((x - mean.unsqueeze(-1)) * m) ** 2).sum(dim=-1) / count
+    return mean, torch.sqrt(var + EPS)
+
+
+def functionals(logmel: Tensor, mask: Tensor) -> Tensor:
+    """Utterance-level statistics ``[B, 4M + 5]`` (all masked)."""
+    mean, std = masked_mean_std(logmel, mask)
+    pair = mask[:, 1:] * mask[:, :-1]
+    delta = logmel[:, :, 1:] - logmel[:, :, :-1]
+    dmean, dstd = masked_mean_std(delta.abs(), pair)
+    energy = torch.logsumexp(logmel, dim=1, keepdim=True)  # [B, 1, T]
+    emean, estd = masked_mean_std(energy, mask)
+    emax = (energy.squeeze(1) * mask - 1e4 * (1.0 - mask)).amax(dim=-1, keepdim=True)
+    de = (energy[:, :, 1:] - energy[:, :, :-1]).abs()
+    demean, _ = masked_mean_std(de, pair)
+    dur = torch.log(mask.sum(dim=-1, keepdim=True).clamp(min=1.0))
+    return torch.cat([mean, std, dmean, dstd, emean, estd, emax - emean, demean, dur], dim=1)
+
+
+class PitchFrontEnd(nn.Module):
+    """Waveform ``[B, N]`` -> SHS pitch salience ``[B, C, T]`` (C candidates, 10 ms frames)."""
+
+    dft: Tensor
+    shs: Tensor
+
+    def __init__(
+        self, win: int = 800, hop: int = 160, n_fft: int = 1024, fmax_spec: float = 1500.0,
+        f0_min: float = 55.0, n_cand: int = 72, step_st: float = 0.5, n_harm: int = 8,
+        decay: float = 0.84, rate: int = SAMPLE_RATE, mel_win: int = 400,
+    ) -> None:
+        super().__init__()
+        self.win, self.hop, self.step_st = win, hop, step_st
+        self.left = (win - mel_win) // 2  # centre on the log-mel frames
+        k_bins = int(fmax_spec / (rate / n_fft)) + 1
+        n = np.arange(win)
+        window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win)
+        k = np.arange(k_bins)[:, None]
+        kernel = np.concatenate([np.cos(2.0 * np.pi * k * n / n_fft) * window,
+                                 -np.sin(2.0 * np.pi * k * n / n_fft) * window])[:, None, :]
+        self.register_buffer("dft", torch.tensor(kernel, dtype=torch.float32))
+        self.k_bins = k_bins
+        shs = np.zeros((n_cand, k_bins))
+        bin_hz = rate / n_fft
+        for i in range(n_cand):
+            f0 = f0_min * 2.0 ** (i * step_st / 12.0)
+            for h in range(1, n_harm + 1):
+                b = h * f0 / bin_hz
+                if b >= k_bins - 1:
+                    break
+                lo, frac = int(b), b - int(b)
+                shs[i, lo] += decay ** (h - 1) * (1.0 - frac)
+                shs[i, lo + 1] += decay ** (h - 1) * frac
+        self.register_buffer("shs", torch.tensor(shs, dtype=torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[-1]
+        t = (n + self.hop - 1) // self.hop
+        xp = F.pad(x, (self.left, t * self.hop - n + self.win - self.hop - self.left))
+        spec = F.conv1d(xp.unsqueeze(1), self.dft, stride=self.hop)[:, :, :t]
+        re, im = spec[:, : self.k_bins], spec[:, self.k_bins :]
+        logmag = torch.log(torch.sqrt(re * re + im * im + 1e-8) + 1e-3)  # [B, K, T]
+        local = F.avg_pool1d(logmag.transpose(1, 2).reshape(-1, 1, self.k_bins), 9, 1, 4)
+        peaks = F.relu(logmag - local.reshape(x.shape[0], t, self.k_bins).transpose(1, 2))
+        return torch.matmul(self.shs, peaks)
+
+
+def pitch_functionals(salience: Tensor, mask: Tensor, step_st: float = 0.5) -> Tensor:
+    """Voicing-weighted F0 statistics ``[B, 5]`` from SHS salience ``[B, C, T]``.
+
+    Mean and std of F0 (semitones above 55 Hz), mean |F0 jump| between voiced frames (capped at
+    4 semitones against octave errors), voiced fraction and mean voicing strength. Range,
+    extremes and a pitch histogram were tried and dropped: octave errors made them hurt CV UAR.
+    """
+    peak = salience.amax(dim=1)  # [B, T]
+    rel = peak / (peak * mask).amax(dim=1, keepdim=True).clamp(min=EPS)
+    w = torch.sigmoid((rel - 0.35) * 20.0) * mask  # soft voicing weight
+    st = salience.argmax(dim=1).to(salience.dtype) * step_st
+    count = w.sum(dim=1).clamp(min=1e-3)
+    mean = (w * st).sum(dim=1) / count
+    std = torch.sqrt((w * (st - mean.unsqueeze(1)) ** 2).sum(dim=1) / count + EPS)
+    pair = w[:, 1:] * w[:, :-1]
+    jump = (st[:, 1:] - st[:, :-1]).abs().clamp(max=4.0)
+    dmean = (pair * jump).sum(dim=1) / pair.sum(dim=1).clamp(min=1e-3)
+    voiced = w.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    strength = (w * rel).sum(dim=1) / count
+    return torch.stack([mean, std, dmean, voiced, strength], dim=1)
+
+
+def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Orthonormal DCT-II rows 1..n_out (c0 left out: it is the frame energy)."""
+    k = np.arange(1, n_out + 1)[:, None]
+    n = np.arange(n_in)[None, :]
+    return (np.sqrt(2.0 / n_in) * np.cos(np.pi * k * (2 * n + 1) / (2 * n_in))).astype(np.float32)
+
+
+def voicing_weight(salience: Tensor, mask: Tensor) -> Tensor:
+    peak = salience.amax(dim=1)
+    rel = peak / (peak * mask).amax(dim=1, keepdim=True).clamp(min=EPS)
+    return torch.sigmoid((rel - 0.35) * 20.0) * mask
+
+
+def extra_functionals(logmel: Tensor, mask: Tensor, dct: Tensor, voiced: Tensor) -> Tensor:
+    """MFCC 1-12 std and |delta| mean, spectral slope and voiced/unvoiced energy, voicing rate."""
+    mfcc = torch.matmul(dct, logmel)  # [B, 12, T]
+    _, cstd = masked_mean_std(mfcc, mask)
+    pair = mask[:, 1:] * mask[:, :-1]
+    cdelta, _ = masked_mean_std((mfcc[:, :, 1:] - mfcc[:, :, :-1]).abs(), pair)
+    idx = torch.linspace(-1.0, 1.0, logmel.shape[1], device=logmel.device).unsqueeze(-1)
+    slope = (logmel * idx).sum(dim=1, keepdim=True) / (idx * idx).sum()  # [B, 1, T]
+    smean, sstd = masked_mean_std(slope, mask)
+    energy = torch.logsumexp(logmel, dim=1)  # [B, T]
+    vcount = voiced.sum(dim=1).clamp(min=1e-3)
+    ucount = (mask - voiced).sum(dim=1).clamp(min=1e-3)
+    e_voiced = (energy * voiced).sum(dim=1) / vcount
+    e_unvoiced = (energy * (mask - voiced)).sum(dim=1) / ucount
+    onsets = F.relu(voiced[:, 1:] - voiced[:, :-1]).sum(dim=1)
+    seconds = mask.sum(dim=1).clamp(min=1.0) / 100.0
+    rate = onsets / seconds
+    seg = vcount / onsets.clamp(min=1.0) / 100.0
+    scalars = torch.stack([e_voiced - e_unvoiced, rate, seg], dim=1)
+    return torch.cat([cstd, cdelta, smean, sstd, scalars], dim=1)
+
+
+class CompactFeatures(nn.Module):
+    """Waveform ``[B, N]`` -> utterance feature vector ``[B, D]`` (fixed, no training)."""
+
+    dct: Tensor
+
+    def __init__(self, n_mels: int = 64, pitch: bool = True, extra: bool = False) -> None:
+        super().__init__()
+        self.logmel = LogMelFrontEnd(n_mels=n_mels)
+        self.pitch = PitchFrontEnd() if pitch else None
+        self.extra = extra and pitch
+        self.register_buffer("dct", torch.from_numpy(dct_matrix(12, n_mels)))
+        self.dim = 4 * n_mels + 5 + (N_PITCH if pitch else 0) + (N_EXTRA if self.extra else 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        logmel, mask = self.logmel(x)
+        parts = [functionals(logmel, mask)]
+        if self.pitch is not None:
+            salience = self.pitch(x)
+            parts.append(pitch_functionals(salience, mask))
+            if self.extra:
+                voiced = voicing_weight(salience, mask)
+                parts.append(extra_functionals(logmel, mask, self.dct, voiced))
+        return torch.cat(parts, dim=1)
+
+
+class CompactHead(nn.Module):
+    """Trainable part: feature vector ``[B, D]`` -> logits ``[B, 4]``."""
+
+    feat_mean: Tensor
+    feat_std: Tensor
+
+    def __init__(self, dim: int, hidden: int = 64, dropout: float = 0.3,
+                 in_dropout: float = 0.1) -> None:
+        super().__init__()
+        self.register_buffer("feat_mean", torch.zeros(dim))
+        self.register_buffer("feat_std", torch.ones(dim))
+        layers: list[nn.Module] = [nn.Dropout(in_dropout)]
+        if hidden > 0:
+            layers += [nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                       nn.Linear(hidden, len(LABELS))]
+        else:
+            layers.append(nn.Linear(dim, len(LABELS)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, f: Tensor) -> Tensor:
+        out: Tensor = self.net((f - self.feat_mean) / self.feat_std)
+        return out
+
+
+class CompactSER(nn.Module):
+    """The whole encoder: waveform ``[B, N]`` (preprocessed) -> logits ``[B, 4]``.
+
+    With one head the logits are that head's; with several (an ensemble of seeds) they are the
+    log of the mean of the heads' probabilities.
+    """
+
+    def __init__(self, n_mels: int = 64, pitch: bool = True,
+                 heads: list[CompactHead] | None = None, **head_kw: float) -> None:
+        super().__init__()
+        self.features = CompactFeatures(n_mels=n_mels, pitch=pitch)
+        self.heads = nn.ModuleList(heads or [CompactHead(self.features.dim, **head_kw)])  # type: ignore[arg-type]
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        f = self.features(waveform)
+        if len(self.heads) == 1:
+            out: Tensor = self.heads[0](f)
+            return out
+        probs = torch.stack([F.softmax(h(f), dim=-1) for h in self.heads]).mean(dim=0)
+        return torch.log(probs + 1e-7)

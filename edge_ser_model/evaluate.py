@@ -1,0 +1,150 @@
+"""Speaker-independent k-fold CV of the compact encoder beside the eGeMAPS baseline.
+
+One call (``edge-ser-model evaluate``) writes ``cv_report.json``, ``cv_report.md`` and
+``confusion.png`` (row-normalised, summed over folds) into the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_ser import LABELS
+from edge_ser_model.baseline import baseline_predictions, egemaps_features
+from edge_ser_model.data import Clip, labels_of, validation_split
+from edge_ser_model.encoders.compact import CompactHead
+from edge_ser_model.metrics import confusion, scores, summarise
+from edge_ser_model.train import TrainConfig, predict_proba, train_head
+
+log = logging.getLogger(__name__)
+Folds = Sequence[tuple[NDArray[np.int64], NDArray[np.int64]]]
+
+
+def train_members(
+    clips: Sequence[Clip], feats: NDArray[np.float32], train_idx: NDArray[np.int64],
+    cfg: TrainConfig, seeds: Sequence[int],
+) -> list[CompactHead]:
+    """One head per seed, each early-stopped on its own speaker-disjoint validation split."""
+    labels = labels_of(clips)
+    members = []
+    for seed in seeds:
+        fit_idx, val_idx = validation_split(clips, train_idx, seed=seed)
+        member_cfg = TrainConfig(**{**asdict(cfg), "seed": seed})
+        model, hist = train_head(feats, labels, fit_idx, val_idx, member_cfg)
+        log.debug("seed %d: best epoch %d, val UAR %.3f", seed, hist["best_epoch"], hist["val_uar"])
+        members.append(model)
+    return members
+
+
+def cross_validate(
+    clips: Sequence[Clip], feats: NDArray[np.float32], folds: Folds, cfg: TrainConfig,
+    seeds: Sequence[int],
+) -> list[NDArray[np.float64]]:
+    """Ensemble probabilities ``[n_test, 4]`` for each fold's test part."""
+    out = []
+    for k, (train_idx, test_idx) in enumerate(folds):
+        t0 = time.monotonic()
+        members = train_members(clips, feats, train_idx, cfg, seeds)
+        probs = np.mean([predict_proba(m, feats, test_idx) for m in members], axis=0)
+        out.append(probs)
+        y = labels_of(clips)[test_idx]
+        log.info(
+            "fold %d: UAR %.3f (%.0f s)", k + 1, scores(y, probs.argmax(1))["uar"],
+            time.monotonic() - t0,
+        )
+    return out
+
+
+def fold_scores(
+    clips: Sequence[Clip], folds: Folds, preds: Sequence[NDArray[np.int64]]
+) -> tuple[list[dict[str, float]], NDArray[np.int64]]:
+    y = labels_of(clips)
+    per_fold = [scores(y[te], p) for (_, te), p in zip(folds, preds, strict=True)]
+    cm = sum(
+        (confusion(y[te], p) for (_, te), p in zip(folds, preds, strict=True)),
+        np.zeros((len(LABELS), len(LABELS)), dtype=np.int64),
+    )
+    return per_fold, cm
+
+
+def plot_confusion(cm: NDArray[np.int64], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(LABELS)), LABELS, rotation=30)
+    ax.set_yticks(range(len(LABELS)), LABELS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    for i in range(len(LABELS)):
+        for j in range(len(LABELS)):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center",
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown_table(systems: dict[str, dict[str, dict[str, float]]]) -> str:
+    keys = ["uar", "wa", "macro_f1"] + [f"f1_{lab}" for lab in LABELS]
+    lines = ["| system | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, summ in systems.items():
+        cells = [f"{summ[k]['mean']:.3f} ± {summ[k]['std']:.3f}" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(
+    out_dir: Path, clips: Sequence[Clip], folds: Folds, compact_preds: Sequence[NDArray[np.int64]],
+    baselines: dict[str, Sequence[NDArray[np.int64]]], meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Write cv_report.json / .md and confusion.png; returns the JSON object."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    systems: dict[str, dict[str, dict[str, float]]] = {}
+    report: dict[str, Any] = {"meta": meta, "systems": {}}
+    for name, preds in {"compact": compact_preds, **baselines}.items():
+        per_fold, cm = fold_scores(clips, folds, preds)
+        systems[name] = summarise(per_fold)
+        report["systems"][name] = {
+            "summary": systems[name], "per_fold": per_fold, "confusion": cm.tolist(),
+        }
+        if name == "compact":
+            plot_confusion(cm, out_dir / "confusion.png",
+                           f"compact, {len(folds)}-fold speaker-independent CV")
+    (out_dir / "cv_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = [
+        f"# Speaker-independent {len(folds)}-fold CV ({meta.get('data', '')})",
+        "",
+        f"{len(clips)} clips, {len({c.speaker for c in clips})} speakers; mean ± std over folds.",
+        "",
+        markdown_table(systems),
+        "",
+        "Settings: `" + json.dumps(meta.get("settings", {}), sort_keys=True) + "`",
+        "",
+    ]
+    (out_dir / "cv_report.md").write_text("\n".join(md))
+    return report
+
+
+def run_baselines(
+    clips: Sequence[Clip], folds: Folds, cache_dir: Path | None
+) -> dict[str, Sequence[NDArray[np.int64]]]:
+    feats = egemaps_features(clips, cache_dir)
+    y = labels_of(clips)
+    return {
+        "egemaps_lr": baseline_predictions(clips, feats, y, folds, per_speaker=False),
+        "egemaps_lr_spk_znorm": baseline_predictions(clips, feats, y, folds, per_speaker=True),
+    }

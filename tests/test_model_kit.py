@@ -1,0 +1,194 @@
+"""The compact model kit: losses, augmentation, folds, front end, tiny training, export, report."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_ser import LABELS  # noqa: E402
+from edge_ser.audio import read_wav  # noqa: E402
+from edge_ser.preprocess import prepare_window  # noqa: E402
+from edge_ser_model import augment as aug  # noqa: E402
+from edge_ser_model.data import Clip, load_corpora, speaker_folds, validation_split  # noqa: E402
+from edge_ser_model.encoders import build_encoder  # noqa: E402
+from edge_ser_model.encoders.compact import CompactFeatures  # noqa: E402
+from edge_ser_model.features import vectors_of  # noqa: E402
+from edge_ser_model.losses import FocalLoss, balanced_weights  # noqa: E402
+from edge_ser_model.metrics import scores  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+
+def example_clips(examples: Path) -> list[Clip]:
+    out = []
+    for p in sorted((examples / "clips").glob("*.wav")):
+        emotion, _, speaker = p.stem.split("-")
+        out.append(Clip(p, "ravdess", speaker, LABELS.index(emotion)))
+    return out
+
+
+def f0_autocorr(x: np.ndarray, start: int, rate: int = 16000) -> float:
+    seg = x[start : start + 4096].astype(np.float64)
+    ac = np.correlate(seg, seg, "full")[len(seg) - 1 :]
+    lo, hi = rate // 500, rate // 70
+    return rate / (lo + int(np.argmax(ac[lo:hi])))
+
+
+# ---- focal loss -------------------------------------------------------------------------------
+
+def test_focal_reduces_to_cross_entropy() -> None:
+    logits = torch.tensor([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 3.0]])
+    target = torch.tensor([0, 2])
+    got = FocalLoss(gamma=0.0, alpha=None, smoothing=0.0)(logits, target)
+    want = torch.nn.functional.cross_entropy(logits, target)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_focal_matches_hand_computation() -> None:
+    logits = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    p = torch.softmax(logits, -1)[0]
+    alpha = torch.tensor([2.0, 1.0, 1.0, 1.0])
+    s = 0.1
+    q = torch.full((4,), s / 4)
+    q[0] += 1 - s
+    want = sum(float(alpha[c] * q[c] * (1 - p[c]) ** 2 * -math.log(p[c])) for c in range(4))
+    got = float(FocalLoss(gamma=2.0, alpha=alpha, smoothing=s)(logits, torch.tensor([0])))
+    assert got == pytest.approx(want, rel=1e-5)
+    # an easy (confident, right) example is down-weighted much more than cross entropy
+    easy = torch.tensor([[6.0, 0.0, 0.0, 0.0]])
+    ratio = FocalLoss(2.0, None, 0.0)(easy, torch.tensor([0])) / torch.nn.functional.cross_entropy(
+        easy, torch.tensor([0]))
+    assert float(ratio) < 1e-4
+
+
+def test_balanced_weights() -> None:
+    w = balanced_weights(np.array([0, 0, 0, 1, 2, 3]), 4)
+    assert w[0] == pytest.approx(6 / 12) and w[1] == pytest.approx(6 / 4)
+
+
+# ---- augmentation -----------------------------------------------------------------------------
+
+def test_augment_properties(examples: Path) -> None:
+    x = read_wav(examples / "clips" / "neutral-ravdess-03.wav")
+    rng = np.random.default_rng(0)
+    assert np.allclose(aug.apply_gain(x, -6.0), x * 10 ** (-6 / 20), atol=1e-7)
+    assert np.array_equal(aug.invert_polarity(x), -x)
+    noise = aug.add_noise(np.zeros(16000, np.float32), 0.01, rng)
+    assert 0.009 < float(noise.std()) < 0.011
+    for _ in range(5):
+        y = aug.augment(x, rng)
+        assert y.shape == x.shape and y.dtype == np.float32 and np.abs(y).max() <= 1.0
+        assert not np.allclose(y, x)
+
+
+def test_pitch_shift_keeps_length_and_shifts_f0(examples: Path) -> None:
+    x = read_wav(examples / "clips" / "neutral-ravdess-08.wav")
+    energy = [float(np.sum(x[i : i + 4096] ** 2)) for i in range(0, len(x) - 4096, 1024)]
+    start = 1024 * int(np.argmax(energy))  # the loudest (voiced) stretch
+    f0 = f0_autocorr(x, start)
+    assert 100 < f0 < 400
+    up, down = aug.pitch_shift(x, 2.0), aug.pitch_shift(x, -2.0)
+    assert len(up) == len(down) == len(x)
+    assert 1.06 < f0_autocorr(up, start) / f0 < 1.19  # 2 semitones = x1.12
+    assert 0.84 < f0_autocorr(down, start) / f0 < 0.94
+
+
+# ---- data and folds ---------------------------------------------------------------------------
+
+def test_folds_are_speaker_disjoint(shared_data: Path) -> None:
+    clips = load_corpora(shared_data)
+    assert len(clips) == 960  # calm dropped
+    assert len(load_corpora(shared_data, calm="neutral")) == 1120
+    folds = speaker_folds(clips, k=5, seed=0)
+    seen = np.concatenate([te for _, te in folds])
+    assert sorted(seen.tolist()) == list(range(len(clips)))
+    for train, test in folds:
+        assert not {clips[i].speaker for i in train} & {clips[i].speaker for i in test}
+        fit, val = validation_split(clips, train)
+        assert not {clips[i].speaker for i in fit} & {clips[i].speaker for i in val}
+        assert len(np.intersect1d(fit, test)) == 0
+
+
+def test_metrics() -> None:
+    s = scores(np.array([0, 0, 1, 1, 2, 3]), np.array([0, 1, 1, 1, 2, 0]))
+    assert s["wa"] == pytest.approx(4 / 6)
+    assert s["uar"] == pytest.approx((0.5 + 1 + 1 + 0) / 4)
+
+
+# ---- front end ---------------------------------------------------------------------------------
+
+def test_front_end_ignores_padding(examples: Path) -> None:
+    fe = CompactFeatures()
+    x = read_wav(examples / "clips" / "anger-ravdess-03.wav")
+    full = fe(torch.from_numpy(prepare_window(x, 8.0))[None])[0].detach().numpy()
+    longer = fe(torch.from_numpy(prepare_window(x, 10.0))[None])[0].detach().numpy()
+    part = vectors_of(fe, [x])[0]
+    assert np.allclose(full, part, atol=1e-3) and np.allclose(full, longer, atol=1e-3)
+    model = build_encoder("compact")
+    assert model(torch.zeros(2, 16000)).shape == (2, 4)
+
+
+# ---- tiny training, export, int8 -------------------------------------------------------------
+
+def test_tiny_training_export_int8(examples: Path, tmp_path: Path) -> None:
+    from edge_ser_model.evaluate import train_members
+    from edge_ser_model.export import check_contract, logits, read_metadata
+    from edge_ser_model.features import compute_features
+    from edge_ser_model.ship import assemble, calibration_windows, quantize_compact
+    from edge_ser_model.train import TrainConfig
+
+    clips = example_clips(examples)
+    feats = compute_features(clips, CompactFeatures(), copies=1, seed=0)
+    assert feats.shape == (8, 2, CompactFeatures().dim) and np.all(np.isfinite(feats))
+    members = train_members(clips, feats, np.arange(8), TrainConfig(epochs=2, batch_size=4),
+                            seeds=[0, 1])
+    model = assemble(members)
+    from edge_ser_model.export import base_metadata, export_onnx
+
+    fp32, int8 = tmp_path / "m.fp32.onnx", tmp_path / "m.int8.onnx"
+    export_onnx(model, fp32, base_metadata("compact", "tiny-fp32"))
+    windows = calibration_windows(clips, n=8)
+    quantize_compact(fp32, int8, windows)
+    check_contract(int8)
+    assert read_metadata(int8)["quantization"].startswith("int8")
+    a, b = logits(fp32, windows), logits(int8, windows)
+    assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.75
+    assert np.max(np.abs(a - b)) < 0.5
+    with torch.no_grad():
+        ref = model(torch.from_numpy(windows)).numpy()
+    assert np.allclose(ref, a, atol=1e-3)
+
+
+def test_evaluate_writes_report(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    cmd = [sys.executable, "-m", "edge_ser_model", "evaluate", "--data", str(shared_data),
+           "--limit", "30", "--copies", "0", "--folds", "2", "--seeds", "0", "--epochs", "2",
+           "--cache", str(tmp_path / "cache"), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "cv_report.json").read_text())
+    assert set(report["systems"]) == {"compact", "egemaps_lr", "egemaps_lr_spk_znorm"}
+    for system in report["systems"].values():
+        assert len(system["per_fold"]) == 2
+        assert 0.0 <= system["summary"]["uar"]["mean"] <= 1.0
+    assert (out / "confusion.png").stat().st_size > 1000
+    assert "| compact |" in (out / "cv_report.md").read_text()
+
+
+def test_shipped_model_contract() -> None:
+    from edge_ser_model.export import check_contract, read_metadata
+
+    path = Path(__file__).resolve().parent.parent / "models" / "edge-ser-compact.int8.onnx"
+    check_contract(path)
+    meta = read_metadata(path)
+    assert meta["encoder"] == "compact" and "non-commercial" in meta["license"]
+    assert "RAVDESS" in meta["training_data"]
+    json.loads(meta["evaluation"])
