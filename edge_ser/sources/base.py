@@ -7,6 +7,7 @@ chunks, handed to ``push`` as they are captured. Audio stays in memory: no sourc
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, Protocol
@@ -42,6 +43,35 @@ class AudioSource(Protocol):
 
     def stats(self) -> dict[str, Any]:
         """Source health for the ``stats`` topic (state, reopen count, ...)."""
+
+
+class ThreadedSource:
+    """Thread bookkeeping shared by the sources: a stop event, the worker thread, ``state``."""
+
+    #: How long ``stop()`` waits for the worker thread, in seconds.
+    join_timeout_s = 1.0
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.state = "idle"
+
+    def _start_thread(self, target: Callable[[], None], name: str) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+        self._thread.start()
+
+    def _finish(self, error: EdgeSerError | None, done: DoneFn) -> None:
+        """End of the worker: report the end (or the error) unless we were asked to stop."""
+        self.state = "ended"
+        if not self._stop.is_set() or error is not None:
+            done(error)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.join_timeout_s)
+        self.state = "stopped"
 
 
 class StreamResampler:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,12 @@ from typing import Any
 from edge_ser import SAMPLE_RATE
 from edge_ser.audio import read_wav
 from edge_ser.errors import EdgeSerError
-from edge_ser.sources.base import DoneFn, PushFn
+from edge_ser.sources.base import DoneFn, PushFn, ThreadedSource
 
 log = logging.getLogger(__name__)
 
 
-class FileSource:
+class FileSource(ThreadedSource):
     """Reads the whole WAV (any rate, resampled to 16 kHz) into memory, then plays it in chunks.
 
     ``realtime=True`` paces chunks by the clock (a stand-in for a microphone); ``False`` pushes
@@ -27,17 +26,15 @@ class FileSource:
     def __init__(
         self, path: Path, realtime: bool = True, loop: bool = False, chunk_ms: int = 30
     ) -> None:
+        super().__init__()
         self.path = Path(path)
         self.realtime = realtime
         self.loop = loop
         self.chunk = max(1, SAMPLE_RATE * chunk_ms // 1000)
         self.name = f"file:{self.path.name}"
         self.live = realtime
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.samples_played = 0
         self.loops = 0
-        self.state = "idle"
 
     def start(self, push: PushFn, done: DoneFn) -> None:
         audio = read_wav(self.path)  # AudioError here, in the caller's thread, for a bad file
@@ -46,12 +43,8 @@ class FileSource:
             "real time" if self.realtime else "as fast as possible",
             ", looped" if self.loop else "",
         )
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._play, args=(audio, push, done), name="edge-ser-file", daemon=True
-        )
         self.state = "playing"
-        self._thread.start()
+        self._start_thread(lambda: self._play(audio, push, done), "edge-ser-file")
 
     def _play(self, audio: Any, push: PushFn, done: DoneFn) -> None:
         error: EdgeSerError | None = None
@@ -78,15 +71,7 @@ class FileSource:
         except Exception as exc:  # the queue was closed under us, etc.
             if not self._stop.is_set():
                 log.warning("file source stopped: %s", exc)
-        self.state = "ended"
-        if not self._stop.is_set() or error is not None:
-            done(error)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=1.0)
-        self.state = "stopped"
+        self._finish(error, done)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from typing import Any
 
 from edge_ser import SAMPLE_RATE
 from edge_ser.errors import AudioError
-from edge_ser.sources.base import DoneFn, PushFn, StreamResampler, s16le_to_float
+from edge_ser.sources.base import (
+    DoneFn,
+    PushFn,
+    StreamResampler,
+    ThreadedSource,
+    s16le_to_float,
+)
 from edge_ser.sources.devices import (
     PA_ABORT,
     PA_COMPLETE,
@@ -32,7 +37,7 @@ from edge_ser.sources.devices import (
 log = logging.getLogger(__name__)
 
 
-class MicSource:
+class MicSource(ThreadedSource):
     """Live capture; a device that errors, stalls or disappears is reopened with backoff."""
 
     live = True
@@ -47,19 +52,17 @@ class MicSource:
         reopen_max_s: float = 30.0,
         backend: BackendFactory | None = None,
     ) -> None:
+        super().__init__()
         self.device, self.rate, self.channels = device, rate, channels
         self.chunk_ms = chunk_ms
         self.reopen_min_s, self.reopen_max_s = reopen_min_s, max(reopen_min_s, reopen_max_s)
         self._factory = backend or pyaudio_backend
         self.name = f"mic:{device if device is not None else 'default'}"
         self.stall_s = max(2.0, 20 * chunk_ms / 1000)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._push: PushFn | None = None
         self._resampler = StreamResampler(SAMPLE_RATE)
         self._last_audio = 0.0
         self._cb_error: BaseException | None = None
-        self.state = "idle"
         self.opens = 0
         self.reopens = 0
         self.failures = 0
@@ -72,15 +75,7 @@ class MicSource:
         if self._factory is pyaudio_backend:
             pyaudio_backend().terminate()  # fail now, in the caller, when PyAudio is missing
         self._push = push
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._supervise, name="edge-ser-mic", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=1.0)
-        self.state = "stopped"
+        self._start_thread(self._supervise, "edge-ser-mic")
 
     def stats(self) -> dict[str, Any]:
         return {

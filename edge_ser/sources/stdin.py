@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from typing import IO, Any
 
 from edge_ser import SAMPLE_RATE
 from edge_ser.errors import AudioError, EdgeSerError
-from edge_ser.sources.base import DoneFn, PushFn, StreamResampler, s16le_to_float
+from edge_ser.sources.base import (
+    DoneFn,
+    PushFn,
+    StreamResampler,
+    ThreadedSource,
+    s16le_to_float,
+)
 
 log = logging.getLogger(__name__)
 
 
-class StdinSource:
+class StdinSource(ThreadedSource):
     """Reads interleaved s16le PCM at ``rate`` Hz with ``channels`` channels from a byte stream.
 
     ``live=True`` (audio from a capture program) lets the capture queue drop the oldest audio
@@ -30,29 +35,26 @@ class StdinSource:
         live: bool = True,
         stream: IO[bytes] | None = None,
     ) -> None:
+        super().__init__()
         self.rate = rate
         self.channels = channels
         self.frame_bytes = 2 * channels
         self.chunk_bytes = max(1, rate * chunk_ms // 1000) * self.frame_bytes
         self.live = live
+        # a blocking read() cannot be interrupted; the reader is a daemon thread and exits at
+        # the next chunk or end of input, so stop() does not wait long for it
+        self.join_timeout_s = 0.2
         self.name = f"stdin:{rate}Hz/{channels}ch"
         self._stream = stream
         self._resampler = StreamResampler(rate)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.bytes_read = 0
-        self.state = "idle"
 
     def start(self, push: PushFn, done: DoneFn) -> None:
         stream = self._stream if self._stream is not None else sys.stdin.buffer
         if stream.isatty():
             raise AudioError("source.type 'stdin' needs raw PCM piped in, not a terminal")
-        self._stop.clear()
         self.state = "reading"
-        self._thread = threading.Thread(
-            target=self._read, args=(stream, push, done), name="edge-ser-stdin", daemon=True
-        )
-        self._thread.start()
+        self._start_thread(lambda: self._read(stream, push, done), "edge-ser-stdin")
         log.info("reading %s s16le PCM from stdin", self.name)
 
     def _read(self, stream: IO[bytes], push: PushFn, done: DoneFn) -> None:
@@ -83,17 +85,7 @@ class StdinSource:
         except Exception as exc:  # the queue was closed under us
             if not self._stop.is_set():
                 log.warning("stdin source stopped: %s", exc)
-        self.state = "ended"
-        if not self._stop.is_set() or error is not None:
-            done(error)
-
-    def stop(self) -> None:
-        # a blocking read() cannot be interrupted; the reader is a daemon thread and exits at
-        # the next chunk or end of input
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=0.2)
-        self.state = "stopped"
+        self._finish(error, done)
 
     def stats(self) -> dict[str, Any]:
         return {
