@@ -1,13 +1,55 @@
-"""Placeholder: implemented by its owner (see docs/DESIGN.md)."""
+"""``edge-ser bench``: latency, RAM, temperature and end-to-end figures for this board.
+
+The work is done by the ``benchmarks`` package at the repository root (a source checkout, next to
+``edge_ser/``); this command puts that root on ``sys.path`` and calls into it.
+``edge-ser bench --compare A.json B.json`` lines up two reports instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from edge_ser.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _benchmarks(name: str) -> ModuleType:
+    if not (REPO_ROOT / "benchmarks" / "__init__.py").is_file():
+        raise ConfigError(f"{REPO_ROOT / 'benchmarks'}: not found (edge-ser bench needs a source "
+                          "checkout of edge-ser)")
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments yet."""
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
+                        default=None, help="line up two report.json files side by side")
+    try:
+        options = _benchmarks("options")  # standard library only: cheap for every edge-ser call
+    except (ConfigError, ImportError):  # shown by run(); keep the CLI usable
+        parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        return
+    options.add_arguments(parser, sections=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("not implemented yet")
+    if args.compare:
+        compare = _benchmarks("compare")
+        out = args.out / "compare.md" if getattr(args, "out", None) else None
+        print(compare.run_compare(args.compare[0], args.compare[1], out), end="")
+        return 0
+    suite = _benchmarks("suite")
+    chosen = [s for s in suite.SECTIONS if s not in (args.skip or [])]
+    path = suite.run_bench(args, chosen)
+    print(path.parent / "report.md")
+    rc: int = suite.exit_status(path)
+    return rc

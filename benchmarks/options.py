@@ -1,0 +1,40 @@
+"""Command-line options of ``edge-ser bench`` and ``python -m benchmarks[.<section>]``.
+
+Imports only the standard library: ``edge-ser`` builds every sub-command's parser at start-up,
+and ``edge-ser run`` must not pay for numpy, psutil or onnx because the bench command exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+SECTIONS = ("latency", "ram", "thermal", "e2e")
+DEFAULT_NAMES = ("shipped-int8", "shipped-fp32", "distilhubert-int8", "distilhubert-fp32",
+                 "distilhubert-torch")
+
+
+def add_arguments(ap: argparse.ArgumentParser, sections: bool = True) -> None:
+    ap.add_argument("--quick", action="store_true",
+                    help="few repeats, a 5-s thermal run, short e2e (well under two minutes)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: bench-out/quick or bench-out/full)")
+    ap.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                    help=f"variants to measure: {', '.join(DEFAULT_NAMES)} and/or .onnx paths "
+                         "(default: all five)")
+    ap.add_argument("--threads", type=int, default=None, metavar="N",
+                    help="measure 1..N threads (default: the usable cores)")
+    ap.add_argument("--duration", type=float, default=None, metavar="S",
+                    help="thermal run length in seconds (default 120, quick 5)")
+    ap.add_argument("--thermal-root", type=Path, default=Path("/sys/class/thermal"),
+                    metavar="DIR", help="thermal zones (default /sys/class/thermal)")
+    ap.add_argument("--cpu-root", type=Path, default=Path("/sys/devices/system/cpu"),
+                    metavar="DIR", help="cpufreq root (default /sys/devices/system/cpu)")
+    ap.add_argument("--thermal-model", default=None, metavar="NAME",
+                    help="variant that loads the CPU in the thermal run (default: shipped-int8)")
+    ap.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                    help="where built DistilHuBERT files are kept (default "
+                         "$EDGE_SER_BENCH_CACHE or ~/.cache/edge-ser/bench)")
+    if sections:
+        ap.add_argument("--skip", nargs="+", default=[], choices=SECTIONS, metavar="SECTION",
+                        help=f"sections to leave out ({', '.join(SECTIONS)})")

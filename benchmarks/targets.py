@@ -1,0 +1,156 @@
+"""Issue 5's targets and the "fits / does not fit" verdicts, computed from a report dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.units import fmt, q, val
+
+IDLE_LIMIT_PCT = 2.0
+EVENT_P95_LIMIT_S = 1.0
+RSS_LIMIT_MIB = 150.0
+SIZE_LIMIT_MB = 24.0
+TORCH_SPEEDUP = 1.5
+CHEAPER = 20.0
+AGREEMENT_PCT = 99.0
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def _row(tid: str, text: str, measured: Any, limit: Any, ok: bool | None, note: str = "") -> dict[
+        str, Any]:
+    return {"id": tid, "target": text, "measured": measured, "limit": limit, "pass": ok,
+            "note": note}
+
+
+def _cmp(measured: Any, limit: float, le: bool) -> bool | None:
+    v = val(measured)
+    if v is None:
+        return None
+    return v <= limit if le else v >= limit
+
+
+def _why(report: dict[str, Any], section: str, model: str | None = None) -> str:
+    sec = report.get(section) or {}
+    if not sec:
+        return f"{section} not run"
+    if model is not None:
+        m = _get(sec, "models", model) or {}
+        if m.get("status") not in (None, "ok"):
+            return f"{model} {m.get('status')}: {m.get('reason')}"
+    if sec.get("status") not in (None, "ok"):
+        return f"{section} {sec.get('status')}: {sec.get('reason')}"
+    return ""
+
+
+def _min_ratio(report: dict[str, Any], key: str) -> Any:
+    ratios = _get(report, "latency", "ratios") or {}
+    values = [val(r.get(key)) for t, r in ratios.items() if t.isdigit()]
+    known = [v for v in values if v is not None]
+    return q(min(known) if known else None, "x", 3)
+
+
+def evaluate_targets(report: dict[str, Any], default_arena: bool = True) -> list[dict[str, Any]]:
+    lat = report.get("latency") or {}
+    rows: list[dict[str, Any]] = []
+    size = _get(lat, "models", "distilhubert-int8", "file_size")
+    rows.append(_row("distilhubert_int8_size", "DistilHuBERT int8 file <= 24 MB", size,
+                     q(SIZE_LIMIT_MB, "MB"), _cmp(size, SIZE_LIMIT_MB, True),
+                     _why(report, "latency", "distilhubert-int8")))
+    r = _min_ratio(report, "distilhubert_int8_speedup_vs_fp32")
+    rows.append(_row("int8_not_slower", "DistilHuBERT int8 not slower than its fp32 ONNX "
+                     "(fp32/int8 median, worst thread count)", r, q(1.0, "x"),
+                     _cmp(r, 1.0, False), _why(report, "latency", "distilhubert-fp32")))
+    r = _min_ratio(report, "distilhubert_int8_speedup_vs_torch")
+    rows.append(_row("int8_vs_torch", "DistilHuBERT int8 >= 1.5x faster than PyTorch eager "
+                     "(worst thread count)", r, q(TORCH_SPEEDUP, "x"),
+                     _cmp(r, TORCH_SPEEDUP, False), _why(report, "latency", "distilhubert-torch")))
+    exported = _get(report, "build", "distilhubert", "int8_vs_fp32")
+    if exported:  # the exporter's own check: more windows than the benchmark runs
+        agree, n = exported.get("argmax_agreement"), val(exported.get("windows"))
+        src = f"{n:.0f} windows checked by export_distilhubert"
+    else:
+        agree = _get(lat, "agreement", "distilhubert", "argmax_agreement")
+        n = val(_get(lat, "agreement", "distilhubert", "windows"))
+        src = f"{n:.0f} benchmark windows" if n else _why(report, "latency", "distilhubert-int8")
+    rows.append(_row("int8_agreement", "DistilHuBERT int8/fp32 argmax agreement >= 99 % on real "
+                     "speech", agree, q(AGREEMENT_PCT, "%"), _cmp(agree, AGREEMENT_PCT, False),
+                     src))
+    arena_key = "arena_on" if default_arena else "arena_off"
+    peak = _get(report, "ram", "models", "distilhubert-int8", arena_key, "peak")
+    rows.append(_row("distilhubert_rss", f"DistilHuBERT int8 peak RSS <= 150 MiB (fresh process, "
+                     f"1 thread, arena {'on' if default_arena else 'off'} as in the default "
+                     "config)", peak, q(RSS_LIMIT_MIB, "MiB"), _cmp(peak, RSS_LIMIT_MIB, True),
+                     _why(report, "ram", "distilhubert-int8")))
+    r = _get(lat, "ratios", "shipped_cheaper_than_distilhubert_flops")
+    rows.append(_row("shipped_cheaper_flops", "Shipped model >= 20x cheaper per window than "
+                     "DistilHuBERT (FLOPs)", r, q(CHEAPER, "x"), _cmp(r, CHEAPER, False),
+                     _why(report, "latency", "shipped-int8")))
+    r = _get(lat, "ratios", "1", "shipped_cheaper_than_distilhubert_latency")
+    rows.append(_row("shipped_cheaper_time", "Shipped int8 >= 20x faster per window than "
+                     "DistilHuBERT int8 (1 thread)", r, q(CHEAPER, "x"), _cmp(r, CHEAPER, False),
+                     _why(report, "latency", "shipped-int8")))
+    idle = _get(report, "e2e", "idle", "cpu")
+    rows.append(_row("idle_cpu", "Daemon idle on silence <= 2 % of one core", idle,
+                     q(IDLE_LIMIT_PCT, "% of one core"), _cmp(idle, IDLE_LIMIT_PCT, True),
+                     _why(report, "e2e")))
+    p95 = _get(report, "e2e", "speech", "latency_p95")
+    rows.append(_row("event_latency", "End of speech -> MQTT event p95 <= 1 s", p95,
+                     q(EVENT_P95_LIMIT_S, "s"), _cmp(p95, EVENT_P95_LIMIT_S, True),
+                     _why(report, "e2e")))
+    return rows
+
+
+def duty_verdicts(report: dict[str, Any], rss_budget_mib: float) -> list[dict[str, Any]]:
+    """One 8-s window every 8 s of continuous speech on 1 thread, inside the memory budget."""
+    out: list[dict[str, Any]] = []
+    models = _get(report, "latency", "models") or {}
+    for name, m in models.items():
+        duty = (f"{name}: one {val(m.get('window')) or 8:g}-s window every "
+                f"{val(m.get('window')) or 8:g} s of continuous speech, 1 thread, "
+                f"peak RSS within the {rss_budget_mib:g} MiB budget")
+        st = _get(m, "threads", "1")
+        if m.get("status") != "ok" or not st:
+            out.append({"duty": duty, "verdict": "unknown",
+                        "reason": f"{m.get('status')}: {m.get('reason')}"})
+            continue
+        p99 = val(st.get("p99")) or 0.0
+        budget_ms = (val(m.get("window")) or 8.0) * 1000.0
+        ram = _get(report, "ram", "models", name) or {}
+        peak = val(_get(ram, "arena_on", "peak")) or val(_get(ram, "eager", "peak"))
+        reasons = [f"p99 {p99:.0f} ms = {100 * p99 / budget_ms:.1f} % of the "
+                   f"{budget_ms / 1000:g}-s window"]
+        fits = p99 < budget_ms
+        if peak is not None:
+            reasons.append(f"peak RSS {peak:.0f} MiB vs {rss_budget_mib:g} MiB")
+            fits = fits and peak <= rss_budget_mib
+        else:
+            reasons.append("RSS not measured")
+        out.append({"duty": duty, "verdict": "fits" if fits else "does not fit",
+                    "reason": "; ".join(reasons)})
+    e2e = report.get("e2e") or {}
+    if e2e.get("status") == "ok":
+        p95 = _get(e2e, "speech", "latency_p95")
+        idle = _get(e2e, "idle", "cpu")
+        ok = _cmp(p95, EVENT_P95_LIMIT_S, True) and _cmp(idle, IDLE_LIMIT_PCT, True)
+        out.append({"duty": f"daemon with {e2e.get('model')}: event within 1 s of the end of "
+                            "speech (p95), idle <= 2 % of a core on silence",
+                    "verdict": "fits" if ok else "does not fit",
+                    "reason": f"p95 {fmt(p95, 2)}, idle {fmt(idle, 2)}"})
+    th = report.get("thermal") or {}
+    if th.get("status") == "ok":
+        throttled = th.get("throttled")
+        verdict = "unknown" if throttled is None else ("does not fit" if throttled else "fits")
+        reason = ("no temperature, frequency or throttle sensor on this machine"
+                  if throttled is None else
+                  f"{th.get('throttle_method')}; steady {fmt(th.get('steady_temp'))}")
+        out.append({"duty": f"{th.get('model')} back to back on {val(th.get('threads')):.0f} "
+                            f"thread(s) for {val(th.get('duration')):g} s without throttling",
+                    "verdict": verdict, "reason": reason})
+    return out

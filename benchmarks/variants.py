@@ -1,0 +1,223 @@
+"""Which models a run measures, and building the DistilHuBERT ones (cached by export-code hash).
+
+Default variants: the shipped int8 model and its fp32 twin, DistilHuBERT int8 and fp32 exported
+with random weights by ``edge_ser_model.export.export_distilhubert``, and DistilHuBERT in PyTorch
+eager mode. ``--models`` takes any of those names and/or paths of ``.onnx`` files. A variant
+that cannot be had is kept with ``skipped`` set to the one-line reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks import REPO
+from benchmarks.options import DEFAULT_NAMES
+from edge_ser import WINDOW_S
+from edge_ser.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SHIPPED_INT8 = REPO / "models" / "edge-ser-compact.int8.onnx"
+SHIPPED_FP32 = REPO / "models" / "edge-ser-compact.fp32.onnx"
+#: Files whose content decides what export_distilhubert builds (the cache key hashes them).
+EXPORT_CODE = ("edge_ser_model/export.py", "edge_ser_model/quantize.py",
+               "edge_ser_model/encoders/distilhubert.py", "edge_ser/preprocess.py")
+BUILD_TIMEOUT_S = 1800.0
+
+
+@dataclass
+class Variant:
+    name: str
+    kind: str  # "onnx" | "torch"
+    family: str  # "shipped" | "distilhubert" | "custom"
+    precision: str  # "int8" | "fp32"
+    path: Path | None = None
+    skipped: str | None = None
+    window_s: float = WINDOW_S
+    notes: list[str] = field(default_factory=list)
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind,
+                "path": str(self.path) if self.path else None}
+
+    def file_mb(self) -> float | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        return self.path.stat().st_size / 1e6
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("EDGE_SER_BENCH_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "edge-ser" / "bench"
+
+
+def export_code_hash() -> str:
+    """sha256 (12 hex digits) of the export code and the library versions it depends on."""
+    h = hashlib.sha256()
+    for rel in EXPORT_CODE:
+        p = REPO / rel
+        h.update(rel.encode())
+        h.update(p.read_bytes() if p.is_file() else b"<absent>")
+    for dist in ("torch", "transformers", "onnx", "onnxruntime", "onnxscript"):
+        try:
+            h.update(f"{dist}={metadata.version(dist)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{dist}=none".encode())
+    return h.hexdigest()[:12]
+
+
+def _torch_missing() -> str | None:
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed (pip install -e '.[train]')"
+    if importlib.util.find_spec("edge_ser_model") is None:
+        return "edge_ser_model (the model kit) is not importable"
+    return None
+
+
+_BUILD_SCRIPT = (
+    "import json, sys\n"
+    "from pathlib import Path\n"
+    "from edge_ser_model.export import export_distilhubert\n"
+    "r = export_distilhubert(Path(sys.argv[1]), random_init=True)\n"
+    "print('BENCH-RESULT ' + json.dumps(r, default=str))\n"
+)
+
+
+def _find_pair(folder: Path) -> tuple[Path | None, Path | None]:
+    onnx_files = sorted(folder.glob("*.onnx"))
+    int8 = next((p for p in onnx_files if "int8" in p.name), None)
+    fp32 = next((p for p in onnx_files if "int8" not in p.name), None)
+    return fp32, int8
+
+
+def build_distilhubert(cache_dir: Path) -> dict[str, Any]:
+    """fp32 and int8 DistilHuBERT (random init) under ``cache_dir/distilhubert-<hash>/``.
+
+    Returns ``{"fp32": Path|None, "int8": Path|None, "cached": bool, "build_s": float|None,
+    "error": str|None, "dir": Path, "export": dict}``; builds in a child process when needed.
+    """
+    missing = _torch_missing()
+    if missing is None and importlib.util.find_spec("edge_ser_model.export") is None:
+        missing = "edge_ser_model.export is not there yet"
+    folder = cache_dir / f"distilhubert-{export_code_hash()}"
+    out: dict[str, Any] = {"fp32": None, "int8": None, "cached": False, "build_s": None,
+                           "error": None, "dir": folder, "export": {}}
+    marker = folder / "build.json"
+    if marker.is_file():
+        fp32, int8 = _find_pair(folder)
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        out.update(fp32=fp32, int8=int8, cached=True, build_s=info.get("build_s"),
+                   export=info.get("export", {}))
+        return out
+    if missing:
+        out["error"] = missing
+        return out
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="build-", dir=cache_dir))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    log.warning("building DistilHuBERT ONNX (random init) into %s; cached afterwards", folder)
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, str(tmp)], cwd=str(REPO),
+                              env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(tmp, ignore_errors=True)
+        out["error"] = f"export_distilhubert timed out after {BUILD_TIMEOUT_S:.0f} s"
+        return out
+    build_s = time.monotonic() - t0
+    result: dict[str, Any] = {}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("BENCH-RESULT "):
+            result = json.loads(line[len("BENCH-RESULT "):])
+            break
+    fp32, int8 = _find_pair(tmp)
+    if proc.returncode != 0 or (fp32 is None and int8 is None):
+        tail = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        shutil.rmtree(tmp, ignore_errors=True)
+        out["error"] = f"export_distilhubert failed: {tail[-1][:240] if tail else proc.returncode}"
+        return out
+    (tmp / "build.json").write_text(json.dumps({"build_s": build_s, "export": result}, indent=1),
+                                    encoding="utf-8")
+    if folder.exists():  # another run finished first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(folder)
+    for old in cache_dir.glob("distilhubert-*"):  # builds of older export code: ~120 MB each
+        if old != folder and (old / "build.json").is_file():
+            shutil.rmtree(old, ignore_errors=True)
+    fp32, int8 = _find_pair(folder)
+    out.update(fp32=fp32, int8=int8, build_s=build_s, export=result)
+    return out
+
+
+def _custom(path: Path) -> Variant:
+    name = path.name.removesuffix(".onnx")
+    v = Variant(name=name, kind="onnx", family="custom", precision="fp32", path=path)
+    if not path.is_file():
+        v.skipped = f"{path}: no such model file"
+        return v
+    try:
+        from edge_ser.model import read_model_info
+
+        info = read_model_info(path)
+        v.window_s = info.window_s
+        quant = info.quantization.lower()
+        v.precision = "int8" if ("int8" in quant or "int8" in name) else "fp32"
+    except Exception as exc:  # ModelError: measured anyway, the worker reports the refusal
+        v.notes.append(str(exc))
+    return v
+
+
+def resolve_variants(
+    names: list[str] | None, cache_dir: Path
+) -> tuple[list[Variant], dict[str, Any]]:
+    """The variants to measure (in order) and facts about the DistilHuBERT build."""
+    wanted = list(names) if names else list(DEFAULT_NAMES)
+    build: dict[str, Any] = {}
+    out: list[Variant] = []
+    for item in wanted:
+        if item in ("shipped-int8", "shipped-fp32"):
+            path = SHIPPED_INT8 if item.endswith("int8") else SHIPPED_FP32
+            v = _custom(path)
+            v.name, v.family, v.precision = item, "shipped", item.rsplit("-", 1)[1]
+            if v.skipped:
+                v.skipped = f"{path.relative_to(REPO)} is not in this checkout"
+            out.append(v)
+        elif item in ("distilhubert-int8", "distilhubert-fp32"):
+            if not build:
+                build = build_distilhubert(cache_dir)
+            prec = item.rsplit("-", 1)[1]
+            built: Path | None = build.get(prec)
+            v = Variant(name=item, kind="onnx", family="distilhubert", precision=prec, path=built)
+            if built is None:
+                v.skipped = build.get("error") or f"export_distilhubert wrote no {prec} file"
+            out.append(v)
+        elif item == "distilhubert-torch":
+            v = Variant(name=item, kind="torch", family="distilhubert", precision="fp32")
+            v.skipped = _torch_missing()
+            v.notes.append("PyTorch eager, random init, plain (unchunked) front end")
+            out.append(v)
+        elif item.endswith(".onnx") or Path(item).exists():
+            out.append(_custom(Path(item).resolve()))
+        else:
+            raise ConfigError(f"--models: unknown model {item!r} (a path to .onnx, or one of "
+                             f"{', '.join(DEFAULT_NAMES)})")
+    return out, build

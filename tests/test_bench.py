@@ -1,0 +1,234 @@
+"""Benchmarks: the quick suite on small real inputs writes a complete report; compare; sensors.
+
+Models are the tiny stand-ins of ``benchmarks.standin`` (built with onnx.helper, random
+weights) so no DistilHuBERT build runs here; speech is the bundled RAVDESS clips; the e2e test
+runs the real daemon against a real mosquitto. Nothing asserts on timings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import onnx
+import pytest
+
+from benchmarks import SCHEMA
+from benchmarks.flops import _runtime_shapes, count_flops
+from benchmarks.measure import Runs, Settings
+from benchmarks.sensors import SysfsSensors
+from benchmarks.standin import build_standin
+from benchmarks.thermal import measure_thermal
+from benchmarks.variants import resolve_variants
+from tests.conftest import REPO
+
+EDGE_SER = [sys.executable, "-m", "edge_ser"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("standin")
+    return build_standin(d / "tiny.fp32.onnx"), build_standin(d / "tiny.int8.onnx", int8=True)
+
+
+@pytest.fixture(scope="module")
+def quick_report(standins: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "quick"
+    nowhere = out.parent / "no-such-sysfs"
+    cmd = [*EDGE_SER, "bench", "--quick", "--out", str(out), "--threads", "1",
+           "--duration", "2", "--skip", "e2e", "--thermal-root", str(nowhere),
+           "--cpu-root", str(nowhere),
+           "--models", str(standins[1]), str(standins[0]), str(out.parent / "missing.onnx")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("report.md")
+    return out
+
+
+def _floats_outside_figures(node: Any, path: str = "") -> list[str]:
+    """Paths of floats that are not inside a {"value", "unit"} or {"values", "unit"} figure."""
+    bad: list[str] = []
+    if isinstance(node, dict):
+        if "unit" in node and ("value" in node or "values" in node):
+            assert isinstance(node["unit"], str) and node["unit"], path
+            return bad
+        for k, v in node.items():
+            bad += _floats_outside_figures(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            bad += _floats_outside_figures(v, f"{path}[{i}]")
+    elif isinstance(node, float):
+        bad.append(path)
+    return bad
+
+
+def test_quick_report_has_every_section_key_and_unit(quick_report: Path) -> None:
+    r = json.loads((quick_report / "report.json").read_text(encoding="utf-8"))
+    assert r["schema"] == SCHEMA and r["quick"] is True
+    m = r["machine"]
+    for key in ("cpu_model", "cpu_flags", "os", "python", "onnxruntime"):
+        assert m[key], key
+    assert m["logical_cores"]["unit"] == "count" and m["logical_cores"]["value"] >= 1
+    assert m["ram_total"]["unit"] == "MiB" and m["ram_total"]["value"] > 0
+    assert _floats_outside_figures(r) == []
+
+    lat = r["latency"]["models"]
+    assert lat["missing"]["status"] == "skipped"
+    assert "no such model file" in lat["missing"]["reason"]
+    for name in ("tiny.int8", "tiny.fp32"):
+        m1 = lat[name]
+        assert m1["status"] == "ok", m1
+        st = m1["threads"]["1"]
+        units = {k: st[k]["unit"] for k in ("median", "p95", "p99", "rtf", "achieved",
+                                            "gemm_share")}
+        assert units == {"median": "ms", "p95": "ms", "p99": "ms", "rtf": "s/s",
+                         "achieved": "GFLOP/s", "gemm_share": "%"}
+        assert st["median"]["value"] <= st["p95"]["value"] <= st["p99"]["value"]
+        assert len(st["samples"]["values"]) == st["windows"]["value"] == 3
+        assert m1["flops_per_window"] == {"value": 0.0164, "unit": "GFLOP"}
+    assert r["latency"]["gemm"]["1"]["rate"]["unit"] == "GFLOP/s"
+    assert r["latency"]["gemm"]["1"]["rate"]["value"] > 0
+
+    for name in ("tiny.int8", "tiny.fp32"):
+        ram = r["ram"]["models"][name]
+        for arena in ("arena_on", "arena_off"):
+            f = ram[arena]
+            assert f["peak"]["unit"] == "MiB"
+            assert f["start"]["value"] < f["after_load"]["value"] <= f["peak"]["value"]
+            assert len(f["timeline"]["t"]["values"]) == len(f["timeline"]["rss"]["values"]) > 0
+
+    ids = {t["id"] for t in r["targets"]}
+    assert {"distilhubert_int8_size", "int8_not_slower", "int8_vs_torch", "distilhubert_rss",
+            "shipped_cheaper_flops", "idle_cpu", "event_latency"} <= ids
+    not_run = {t["id"]: t for t in r["targets"]}["event_latency"]
+    assert not_run["pass"] is None and "e2e not run" in not_run["note"]
+    verdicts = {d["duty"].split(":")[0]: d["verdict"] for d in r["duties"]}
+    assert verdicts["tiny.int8"] in ("fits", "does not fit")
+
+
+def test_machine_without_sensors_says_no_sensor(quick_report: Path) -> None:
+    r = json.loads((quick_report / "report.json").read_text(encoding="utf-8"))
+    th = r["thermal"]
+    assert th["status"] == "ok"
+    assert th["sensors"] == {"temperature": "no sensor", "frequency": "no sensor",
+                             "throttle": "no sensor"}
+    assert th["steady_temp"] == {"value": None, "unit": "°C"}
+    assert th["time_to_throttle"]["value"] is None and th["throttle_method"] == "no sensor"
+    assert set(th["samples"]["temperature"]["values"]) == {None}
+    assert any(v for v in th["samples"]["cpu"]["values"])  # the load did run
+    md = (quick_report / "report.md").read_text(encoding="utf-8")
+    assert "Steady-state temperature: no sensor" in md
+    thermal_duty = [d for d in r["duties"] if "without throttling" in d["duty"]]
+    assert thermal_duty and thermal_duty[0]["verdict"] == "unknown"
+
+
+def test_report_md_and_plots(quick_report: Path) -> None:
+    md = (quick_report / "report.md").read_text(encoding="utf-8")
+    for heading in ("## Machine", "## Verdicts", "## Targets (issue 5)", "## Latency per window",
+                    "## Memory (RSS)", "## Temperature and throttling"):
+        assert heading in md
+    assert "| tiny.int8 | 1 |" in md
+    for png in ("latency.png", "rss.png", "thermal.png"):
+        data = (quick_report / png).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5000, png
+        assert f"]({png})" in md
+
+
+def test_compare_lines_up_two_reports(quick_report: Path, tmp_path: Path) -> None:
+    a = quick_report / "report.json"
+    other = json.loads(a.read_text(encoding="utf-8"))
+    other["machine"]["cpu_model"] = "Cortex-A76 (board B)"
+    st = other["latency"]["models"]["tiny.int8"]["threads"]["1"]
+    st["median"]["value"] = st["median"]["value"] * 2
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(other), encoding="utf-8")
+    proc = subprocess.run([*EDGE_SER, "bench", "--compare", str(a), str(b)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "Cortex-A76 (board B)" in proc.stdout
+    row = next(ln for ln in lines if ln.startswith("| tiny.int8 1 thr latency median |"))
+    assert row.rstrip().endswith("| 2.00 x |")
+    assert any(ln.startswith("| tiny.fp32 peak RSS (arena on) |") for ln in lines)
+
+
+def test_bad_input_gives_one_line_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text('{"hello": 1}', encoding="utf-8")
+    proc = subprocess.run([*EDGE_SER, "bench", "--compare", str(bogus), str(bogus)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"edge-ser bench: error: {bogus}: not an edge-ser benchmark "
+                                   f"report (schema {SCHEMA} expected)")
+    proc = subprocess.run([*EDGE_SER, "bench", "--quick", "--out", str(tmp_path / "o"),
+                           "--models", "no-such-model"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("edge-ser bench: error: --models: unknown model")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_flops_counted_from_the_graph(standins: tuple[Path, Path]) -> None:
+    # Reshape [1,128000] -> [1,500,256] @ [256,64], then [1,64] @ [64,4]: 2 x MACs.
+    expected = 2 * (500 * 256 * 64 + 64 * 4)
+    for path in standins:
+        fl = count_flops(path)
+        assert fl["flops"] == expected and fl["nodes_unresolved"] == 0
+    # the fallback for shapes shape inference cannot resolve: one onnxruntime run
+    shapes = _runtime_shapes(onnx.load(str(standins[0])), ["frames", "hr", "pooled"], 128000)
+    assert shapes == {"frames": [1, 500, 256], "hr": [1, 500, 64], "pooled": [1, 64]}
+
+
+def test_thermal_reads_a_sysfs_tree(standins: tuple[Path, Path], tmp_path: Path) -> None:
+    zone = tmp_path / "thermal" / "thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("cpu-thermal\n")
+    (zone / "temp").write_text("65500\n")
+    freq = tmp_path / "cpu" / "cpu0" / "cpufreq"
+    freq.mkdir(parents=True)
+    (freq / "scaling_cur_freq").write_text("600000\n")
+    (freq / "cpuinfo_max_freq").write_text("1500000\n")
+    sensors = SysfsSensors(tmp_path / "thermal", tmp_path / "cpu", tmp_path / "no-throttle")
+    reading = sensors.read()
+    assert reading.temp_c == 65.5 and reading.freq_mhz == [600.0]
+    assert sensors.max_freq_mhz() == 1500.0
+
+    settings = Settings(out=tmp_path / "out", quick=True, max_threads=1, thermal_s=3.0,
+                        thermal_root=tmp_path / "thermal", cpu_root=tmp_path / "cpu")
+    variants, _ = resolve_variants([str(standins[1])], tmp_path / "cache")
+    th = measure_thermal(variants, Runs(settings))
+    assert th["status"] == "ok", th
+    assert th["steady_temp"] == {"value": 65.5, "unit": "°C"}
+    assert "frequency below 90%" in th["throttle_method"]
+    assert th["time_to_throttle"]["unit"] == "s" and th["time_to_throttle"]["value"] is not None
+    assert th["throttled"] is True
+
+
+@pytest.mark.broker
+def test_e2e_daemon_to_mqtt(standins: tuple[Path, Path], tmp_path: Path) -> None:
+    from benchmarks.e2e import daemon_missing
+
+    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+        pytest.skip("needs mosquitto (apt-get install mosquitto)")
+    if daemon_missing():
+        pytest.skip(str(daemon_missing()))
+    out = tmp_path / "e2e"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.e2e", "--quick", "--out", str(out),
+                           "--models", str(standins[1])], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    e = json.loads((out / "report.json").read_text(encoding="utf-8"))["e2e"]
+    assert e["status"] == "ok", e
+    sp = e["speech"]
+    assert sp["events"]["value"] >= 2 and sp["events_unmatched"]["value"] == 0
+    assert sp["latency_p50"]["unit"] == sp["latency_p95"]["unit"] == "s"
+    assert 0 < sp["latency_p50"]["value"] <= sp["latency_p95"]["value"]
+    assert e["idle"]["status"] == "ok" and e["idle"]["cpu"]["unit"] == "% of one core"
+    assert e["idle"]["cpu"]["value"] is not None
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "End of speech -> MQTT event: p50" in md
