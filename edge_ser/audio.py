@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.io import wavfile
-from scipy.signal import resample_poly
 
 from edge_ser import SAMPLE_RATE
 from edge_ser.errors import AudioError
@@ -48,6 +46,8 @@ def resample(x: Float32Array, rate_in: int, rate_out: int = SAMPLE_RATE) -> Floa
     """Band-limited polyphase resampling from ``rate_in`` to ``rate_out`` Hz."""
     if rate_in == rate_out or x.size == 0:
         return np.asarray(x, dtype=np.float32)
+    from scipy.signal import resample_poly  # lazy: scipy costs ~65 MiB RSS, only some need it
+
     ratio = Fraction(rate_out, rate_in)
     y = resample_poly(x.astype(np.float64), ratio.numerator, ratio.denominator)
     return np.asarray(y, dtype=np.float32)
@@ -61,6 +61,8 @@ def read_wav(path: str | Path, rate: int = SAMPLE_RATE) -> Float32Array:
     p = Path(path)
     if not p.is_file():
         raise AudioError(f"{p}: no such file")
+    from scipy.io import wavfile  # lazy, see resample()
+
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", wavfile.WavFileWarning)
@@ -83,5 +85,7 @@ def read_wav(path: str | Path, rate: int = SAMPLE_RATE) -> Float32Array:
 
 def write_wav(path: str | Path, x: Float32Array, rate: int = SAMPLE_RATE) -> None:
     """Write mono float audio as 16-bit PCM (used by tests and examples, never by the daemon)."""
+    from scipy.io import wavfile  # lazy, see resample()
+
     pcm = np.clip(np.asarray(x) * 32768.0, -32768, 32767).astype(np.int16)
     wavfile.write(str(path), rate, pcm)

@@ -46,3 +46,23 @@ def test_runtime_import_graph(tiny_model: Path, examples: Path) -> None:
         assert name in report["modules"]
     # onnxruntime is allowed; the onnx package (protobuf tooling) is not
     assert all(m.split(".")[0] not in FORBIDDEN for m in report["modules"])
+
+
+DAEMON_SCRIPT = r"""
+import sys
+import edge_ser.commands.run, edge_ser.daemon, edge_ser.pipeline, edge_ser.publish, edge_ser.sources
+from edge_ser.sources import make_source
+from edge_ser.config import SourceConfig
+make_source(SourceConfig(type="stdin", rate=16000))
+print(sorted(m for m in sys.modules if m.split(".")[0] == "scipy"))
+"""
+
+
+def test_daemon_on_16khz_input_does_not_load_scipy() -> None:
+    """scipy (~65 MiB of RSS) is only imported when a WAV is read or audio must be resampled."""
+    proc = subprocess.run(
+        [sys.executable, "-c", DAEMON_SCRIPT], capture_output=True, text=True, cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
