@@ -34,7 +34,8 @@ SHIPPED_INT8 = REPO / "models" / "edge-ser-compact.int8.onnx"
 SHIPPED_FP32 = REPO / "models" / "edge-ser-compact.fp32.onnx"
 #: Files whose content decides what export_distilhubert builds (the cache key hashes them).
 EXPORT_CODE = ("edge_ser_model/export.py", "edge_ser_model/quantize.py",
-               "edge_ser_model/encoders/distilhubert.py", "edge_ser/preprocess.py")
+               "edge_ser_model/calibration.py", "edge_ser_model/encoders/distilhubert.py",
+               "edge_ser_model/encoders/distilhubert_frontend.py", "edge_ser/preprocess.py")
 BUILD_TIMEOUT_S = 1800.0
 
 
