@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_ser.config import Config
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 SHARED_DATA = Path(
@@ -27,3 +29,14 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def examples() -> Path:
     return EXAMPLES
+
+
+def roomy(cfg: Config) -> Config:
+    """For daemons run inside the pytest process: lift the RSS budget out of the way.
+
+    By the time these tests run, pytest itself may hold torch and onnx from other test files and
+    exceed the default 400 MiB budget, and the daemon would (rightly) shed every window. The
+    memory budget has its own tests (tests/test_budgets.py).
+    """
+    cfg.budgets.memory.rss_mb = 1_000_000.0
+    return cfg

@@ -21,6 +21,7 @@ from edge_ser.config import Config, SourceConfig
 from edge_ser.daemon import Daemon
 from edge_ser.model import OnnxModel
 from edge_ser.publish.stdout import StdoutSink
+from tests.conftest import roomy
 
 REPO = Path(__file__).resolve().parent.parent
 VOICE_NOTE = REPO / "examples" / "voice-note.wav"
@@ -147,7 +148,7 @@ def test_memory_budget_sheds_windows_in_the_daemon(tmp_path: Path, tiny_model: P
 
 def _in_process(cfg: Config, model: Any, out: Path) -> Daemon:
     with out.open("w") as stream:
-        daemon = Daemon(cfg, model=model, sink=StdoutSink(stream, model_name="tiny"))
+        daemon = Daemon(roomy(cfg), model=model, sink=StdoutSink(stream, model_name="tiny"))
         assert daemon.run(install_signals=False) == 0
     return daemon
 
@@ -225,7 +226,7 @@ def test_mic_that_fails_and_comes_back_keeps_the_daemon_running(
                       absent_opens=2)
     source = MicSource(device="USB", reopen_min_s=0.1, reopen_max_s=0.5,
                        backend=lambda: FakePyAudio(world))
-    cfg = Config(source=SourceConfig(type="mic", device="USB"))
+    cfg = roomy(Config(source=SourceConfig(type="mic", device="USB")))
     out = tmp_path / "out.jsonl"
     with out.open("w") as stream:
         daemon = Daemon(cfg, model=OnnxModel(tiny_model), source=source,

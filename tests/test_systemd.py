@@ -21,6 +21,7 @@ from edge_ser.daemon import Daemon
 from edge_ser.model import OnnxModel
 from edge_ser.publish.stdout import StdoutSink
 from edge_ser.sdnotify import Notifier
+from tests.conftest import roomy
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "edge-ser.service"
@@ -146,7 +147,7 @@ def test_watchdog_pings_come_from_the_worker_loop(tmp_path: Path, tiny_model: Pa
     ns = NotifySocket(tmp_path / "notify")
     clip = tmp_path / "first-utterance.wav"
     write_wav(clip, read_wav(VOICE_NOTE)[: 16000 * 6])  # one utterance, 1.7-4.7 s
-    cfg = Config(source=SourceConfig(type="file", path=clip, realtime=True))
+    cfg = roomy(Config(source=SourceConfig(type="file", path=clip, realtime=True)))
     out = tmp_path / "events.jsonl"
     try:
         with out.open("w") as stream:
