@@ -146,11 +146,12 @@ def export_onnx(module: torch.nn.Module, path: str | Path, metadata: Mapping[str
 
 def default_calibration_source() -> Path:
     """``../shared/data`` next to the checkout, else the bundled example clips."""
-    repo = Path(__file__).resolve().parent.parent
-    shared = repo.parent / "shared" / "data"
+    from edge_ser.config import REPO_ROOT
+
+    shared = REPO_ROOT.parent / "shared" / "data"
     if (shared / "ravdess" / "manifest.csv").is_file():
         return shared
-    return repo / "examples" / "clips"
+    return REPO_ROOT / "examples" / "clips"
 
 
 def export_distilhubert(

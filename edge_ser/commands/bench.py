@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from edge_ser.config import REPO_ROOT
 from edge_ser.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def _benchmarks(name: str) -> ModuleType:
