@@ -19,6 +19,15 @@ flatness veto webrtcvad, after a stretch of digital silence, calls faint hiss (-
 ``examples/voice-note.wav``) speech; an absolute level floor high enough to reject that hiss
 would also reject quiet recordings (RAVDESS neutral clips peak near -50 dBFS).
 
+A third, relative veto: a frame more than ``peak_range_db`` below the held speech peak (the
+loudest frame accepted as speech, decaying by :data:`PEAK_DECAY_DB_S`) is not speech. webrtcvad
+calls the room-noise or reverb tail after the last word speech (RAVDESS clips: -50 to -68 dBFS
+after words peaking near -10), which kept utterances open up to a second past the last word.
+Over the RAVDESS and URDU corpora the 35 dB default removes 1.3 % / 0.01 % of the detected
+speech time, all of it such tails. The peak survives the end of an utterance (decaying), so a
+tail cannot open a new utterance either; the price is that a voice 35 dB quieter than one heard
+a moment before is missed until the peak has decayed.
+
 Times are seconds since the start of the stream (or the last :meth:`VadGate.reset`).
 Chunking never changes the result: feeding a file in one block or in 30 ms blocks gives the
 same events (apart from how :class:`SpeechAudio` is split into blocks).
@@ -27,6 +36,7 @@ same events (apart from how :class:`SpeechAudio` is split into blocks).
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -77,6 +87,8 @@ ENERGY_FLOOR_DBFS = -70.0
 #: Frames with a spectral flatness (geometric / arithmetic mean of the power spectrum) above this
 #: are never speech (measured: voiced speech 99th percentile 0.28, white hiss median 0.56).
 MAX_FLATNESS = 0.4
+#: How fast the held speech peak (the reference of ``peak_range_db``) decays, dB per second.
+PEAK_DECAY_DB_S = 3.0
 _FEATURE_BLOCK = 256  # frames per vectorised feature computation
 
 
@@ -116,6 +128,7 @@ class VadGate:
         self._hangover_frames = self.cfg.hangover_ms // self.cfg.frame_ms
         self._min_voiced = max(1, -(-self.cfg.min_speech_ms // self.cfg.frame_ms))
         self._max_len = int(round(self.cfg.max_utterance_s * rate))
+        self._peak_decay = PEAK_DECAY_DB_S * self.cfg.frame_ms / 1000.0  # dB per frame
         self.reset()
 
     # --- public API ---------------------------------------------------------------------------
@@ -132,6 +145,7 @@ class VadGate:
         self._utt_len = 0
         self._voiced = 0
         self._silence_run = 0
+        self._peak_db = -math.inf  # held speech peak, dBFS (decays by PEAK_DECAY_DB_S)
 
     @property
     def time_s(self) -> float:
@@ -156,9 +170,12 @@ class VadGate:
         for b in range(0, n_frames, _FEATURE_BLOCK):  # bounded memory for long inputs
             block = frames[b : b + _FEATURE_BLOCK]
             power, flatness = frame_features(block)
+            level = 10.0 * np.log10(np.maximum(power, 1e-20))
             for i, frame in enumerate(block):
                 voiced = bool(self._vad.is_speech(_to_pcm16(frame), self.rate))
                 voiced = voiced and power[i] >= self._floor_ms and flatness[i] <= MAX_FLATNESS
+                if self.cfg.peak_range_db > 0:
+                    voiced = self._peak_veto(voiced, float(level[i]))
                 self._step(frame, voiced, events)
                 self._pos += self.frame_len
         self._rest = x[n_frames * self.frame_len :].copy()
@@ -176,6 +193,14 @@ class VadGate:
         self._ring.clear()
         self._state = _IDLE
         return events
+
+    def _peak_veto(self, voiced: bool, level_db: float) -> bool:
+        """``voiced`` unless the frame is over ``peak_range_db`` below the held speech peak."""
+        self._peak_db -= self._peak_decay
+        if not voiced or level_db < self._peak_db - self.cfg.peak_range_db:
+            return False
+        self._peak_db = max(self._peak_db, level_db)
+        return True
 
     # --- state machine ------------------------------------------------------------------------
     def _step(self, frame: Float32Array, voiced: bool, events: list[VadEvent]) -> None:

@@ -161,3 +161,49 @@ def test_corpus_clips_each_give_speech(shared_data: Path) -> None:
         assert spans, row["file"]
         speech = sum(e - s for s, e in spans)
         assert 0.3 < speech <= len(x) / SAMPLE_RATE + 1e-6, row["file"]
+
+
+def _speech_end(x: np.ndarray) -> float:
+    """End of the last 10-ms frame within 40 dB of the clip's loudest frame."""
+    n = len(x) // 160
+    rms = np.sqrt(np.mean(x[: n * 160].reshape(n, 160).astype(np.float64) ** 2, axis=1))
+    return (int(np.flatnonzero(rms > rms.max() * 10 ** (-40 / 20))[-1]) + 1) * 0.01
+
+
+@pytest.mark.parametrize("clip", ["anger-ravdess-03.wav", "happiness-ravdess-03.wav"])
+def test_noise_tail_under_the_voice_does_not_hold_the_utterance_open(
+    examples: Path, clip: str
+) -> None:
+    x = read_wav(examples / "clips" / clip)
+    end = _speech_end(x)
+    tail = x[int((end + 0.03) * SAMPLE_RATE) :]  # the clip's own room noise after the last word
+    assert len(tail) > 0.2 * SAMPLE_RATE
+    noisy = np.concatenate([x, np.resize(tail, 2 * SAMPLE_RATE), np.zeros(SAMPLE_RATE, np.float32)])
+    hang = 0.6
+    on = _spans(_run(noisy, _vad(hangover_ms=600)))
+    off = _spans(_run(noisy, _vad(hangover_ms=600, peak_range_db=0)))
+    assert len(on) == 1, on  # the tail neither holds the utterance open nor opens a new one
+    assert on[0][1] <= end + hang + 0.15, (on, end)
+    assert off[-1][1] >= end + hang + 0.3, (off, end)  # webrtcvad alone calls that tail speech
+    assert on[0][0] == off[0][0]
+    for chunk in (160, 333, 4096):  # the held peak is per frame: chunking changes nothing
+        assert _spans(_run(noisy, _vad(hangover_ms=600), chunk=chunk)) == on
+
+
+def test_peak_range_keeps_a_quieter_phrase_after_a_loud_one(note: np.ndarray) -> None:
+    # the note's third utterance 20 dB quieter, 1 s after the first: still speech, not vetoed
+    (a0, b0), _, (a2, b2) = _loud_regions(note)
+    first = note[int((a0 - 0.3) * SAMPLE_RATE) : int((b0 + 0.2) * SAMPLE_RATE)]
+    third = note[int((a2 - 0.3) * SAMPLE_RATE) : int((b2 + 0.2) * SAMPLE_RATE)] * np.float32(0.1)
+    gap = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    x = np.concatenate([gap, first, gap, third, gap])
+    on = _spans(_run(x, _vad()))
+    off = _spans(_run(x, _vad(peak_range_db=0)))
+    assert len(on) == 2, on
+    assert on[1][1] - on[1][0] >= 0.8 * (off[1][1] - off[1][0])
+
+
+@pytest.mark.parametrize("bad", [-1.0, 91.0])
+def test_peak_range_bounds(bad: float) -> None:
+    with pytest.raises(ValueError):
+        _vad(peak_range_db=bad)

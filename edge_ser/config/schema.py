@@ -83,6 +83,11 @@ class VadConfig(_Strict):
     energy_floor_dbfs: float = Field(
         -70.0, le=0, description="Frames below this RMS level (dBFS) are never speech."
     )
+    peak_range_db: float = Field(
+        35.0, ge=0, le=90,
+        description="Frames more than this many dB below the held speech peak (the loudest "
+        "speech frame, decaying 3 dB per second) are never speech, in dB (0 disables).",
+    )
 
 
 class WindowConfig(_Strict):
