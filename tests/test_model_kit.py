@@ -136,6 +136,20 @@ def test_front_end_ignores_padding(examples: Path) -> None:
     assert model(torch.zeros(2, 16000)).shape == (2, 4)
 
 
+def test_spectral_functionals_are_level_invariant(examples: Path) -> None:
+    from edge_ser_model.encoders.compact_spectral import N_SPECTRAL
+
+    fe = CompactFeatures()
+    x = torch.from_numpy(prepare_window(read_wav(examples / "clips" / "anger-ravdess-03.wav")))
+    loud = fe(x[None])[0].detach().numpy()
+    quiet = fe(0.25 * x[None])[0].detach().numpy()  # -12 dB
+    assert np.all(np.isfinite(loud)) and fe.dim == 4 * 64 + 5 + 5 + N_SPECTRAL
+    # the log-mel band means move by the level (log 1/16 = -2.8); the spectral functionals
+    # only through the log floor of the quietest bands
+    assert np.mean(np.abs(loud[:64] - quiet[:64])) > 2.0
+    assert np.max(np.abs(loud[-N_SPECTRAL:] - quiet[-N_SPECTRAL:])) < 0.3
+
+
 # ---- tiny training, export, int8 -------------------------------------------------------------
 
 def test_tiny_training_export_int8(examples: Path, tmp_path: Path) -> None:

@@ -12,9 +12,11 @@ half-semitone steps from 55 Hz (three octaves, 55-440 Hz), on the same 10 ms gri
 
 Utterance functionals (all masked): mean / std of the log-mel and of its |time delta|,
 frame-energy statistics, log speech duration, and voicing-weighted F0 statistics (mean, std,
-|delta|, voiced fraction, voicing strength). Trained part: standardisation with
-training-set constants and a small MLP per ensemble member; members (seeds) are averaged as
-probabilities inside the same graph (logits = log mean probability).
+|delta|, voiced fraction, voicing strength), plus level-invariant spectral-balance and
+energy-contour functionals (``compact_spectral``: alpha ratio, Hammarberg index, slopes, centroid,
+roll-off, entropy, flux, contour percentiles / shape, modulation spectrum). Trained part:
+standardisation with training-set constants and a small MLP per ensemble member; members
+(seeds) are averaged as probabilities inside the same graph (logits = log mean probability).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_ser import LABELS, SAMPLE_RATE
+from edge_ser_model.encoders.compact_spectral import N_SPECTRAL, SpectralFunctionals
 
 EPS = 1e-6
 N_PITCH = 5  # pitch functionals
-N_EXTRA = 29  # extra functionals (MFCC, slope, voicing)
 
 
 def mel_filterbank(n_mels: int, n_fft: int, rate: int, fmin: float, fmax: float) -> np.ndarray:
@@ -187,63 +189,24 @@ def pitch_functionals(salience: Tensor, mask: Tensor, step_st: float = 0.5) -> T
     return torch.stack([mean, std, dmean, voiced, strength], dim=1)
 
 
-def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """Orthonormal DCT-II rows 1..n_out (c0 left out: it is the frame energy)."""
-    k = np.arange(1, n_out + 1)[:, None]
-    n = np.arange(n_in)[None, :]
-    return (np.sqrt(2.0 / n_in) * np.cos(np.pi * k * (2 * n + 1) / (2 * n_in))).astype(np.float32)
-
-
-def voicing_weight(salience: Tensor, mask: Tensor) -> Tensor:
-    peak = salience.amax(dim=1)
-    rel = peak / (peak * mask).amax(dim=1, keepdim=True).clamp(min=EPS)
-    return torch.sigmoid((rel - 0.35) * 20.0) * mask
-
-
-def extra_functionals(logmel: Tensor, mask: Tensor, dct: Tensor, voiced: Tensor) -> Tensor:
-    """MFCC 1-12 std and |delta| mean, spectral slope and voiced/unvoiced energy, voicing rate."""
-    mfcc = torch.matmul(dct, logmel)  # [B, 12, T]
-    _, cstd = masked_mean_std(mfcc, mask)
-    pair = mask[:, 1:] * mask[:, :-1]
-    cdelta, _ = masked_mean_std((mfcc[:, :, 1:] - mfcc[:, :, :-1]).abs(), pair)
-    idx = torch.linspace(-1.0, 1.0, logmel.shape[1], device=logmel.device).unsqueeze(-1)
-    slope = (logmel * idx).sum(dim=1, keepdim=True) / (idx * idx).sum()  # [B, 1, T]
-    smean, sstd = masked_mean_std(slope, mask)
-    energy = torch.logsumexp(logmel, dim=1)  # [B, T]
-    vcount = voiced.sum(dim=1).clamp(min=1e-3)
-    ucount = (mask - voiced).sum(dim=1).clamp(min=1e-3)
-    e_voiced = (energy * voiced).sum(dim=1) / vcount
-    e_unvoiced = (energy * (mask - voiced)).sum(dim=1) / ucount
-    onsets = F.relu(voiced[:, 1:] - voiced[:, :-1]).sum(dim=1)
-    seconds = mask.sum(dim=1).clamp(min=1.0) / 100.0
-    rate = onsets / seconds
-    seg = vcount / onsets.clamp(min=1.0) / 100.0
-    scalars = torch.stack([e_voiced - e_unvoiced, rate, seg], dim=1)
-    return torch.cat([cstd, cdelta, smean, sstd, scalars], dim=1)
-
-
 class CompactFeatures(nn.Module):
     """Waveform ``[B, N]`` -> utterance feature vector ``[B, D]`` (fixed, no training)."""
 
-    dct: Tensor
-
-    def __init__(self, n_mels: int = 64, pitch: bool = True, extra: bool = False) -> None:
+    def __init__(self, n_mels: int = 64, pitch: bool = True, spectral: bool = True) -> None:
         super().__init__()
         self.logmel = LogMelFrontEnd(n_mels=n_mels)
         self.pitch = PitchFrontEnd() if pitch else None
-        self.extra = extra and pitch
-        self.register_buffer("dct", torch.from_numpy(dct_matrix(12, n_mels)))
-        self.dim = 4 * n_mels + 5 + (N_PITCH if pitch else 0) + (N_EXTRA if self.extra else 0)
+        fb = mel_filterbank(n_mels, 512, SAMPLE_RATE, 50.0, 8000.0)
+        self.spectral = SpectralFunctionals(fb) if spectral else None
+        self.dim = 4 * n_mels + 5 + (N_PITCH if pitch else 0) + (N_SPECTRAL if spectral else 0)
 
     def forward(self, x: Tensor) -> Tensor:
         logmel, mask = self.logmel(x)
         parts = [functionals(logmel, mask)]
         if self.pitch is not None:
-            salience = self.pitch(x)
-            parts.append(pitch_functionals(salience, mask))
-            if self.extra:
-                voiced = voicing_weight(salience, mask)
-                parts.append(extra_functionals(logmel, mask, self.dct, voiced))
+            parts.append(pitch_functionals(self.pitch(x), mask))
+        if self.spectral is not None:
+            parts.append(self.spectral(logmel, mask))
         return torch.cat(parts, dim=1)
 
 
