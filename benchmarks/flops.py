@@ -4,7 +4,8 @@ Shapes come from onnx shape inference with the input fixed to ``[1, samples]``; 
 resolve a shape (data-dependent Slice, Pad, ...), from one onnxruntime run on a window of real
 speech with those tensors exposed as outputs. The count covers
 Conv, MatMul and Gemm and their quantized forms (ConvInteger, QLinearConv, MatMulInteger,
-QLinearMatMul, MatMulNBits, DynamicQuantizeMatMul): 2 x multiply-accumulates. Element-wise ops,
+QLinearMatMul, MatMulNBits, DynamicQuantizeMatMul), and LSTM / DynamicQuantizeLSTM (the input
+and recurrent products of the four gates, every step): 2 x multiply-accumulates. Element-wise ops,
 norms and softmax are left out (a few percent at most for these models). A quantized op counts
 the same as its float form: FLOPs measure work, not precision.
 ``python -m benchmarks.flops MODEL.onnx [--samples N]``.
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 #: op type -> (index of the data input A/X, index of the weight input W or None)
 CONV_OPS = {"Conv": (0, 1), "ConvInteger": (0, 1), "QLinearConv": (0, 3)}
+RNN_OPS = ("LSTM", "DynamicQuantizeLSTM")
 MATMUL_OPS = {"MatMul": 0, "MatMulInteger": 0, "QLinearMatMul": 0, "DynamicQuantizeMatMul": 0,
               "FusedMatMul": 0, "MatMulIntegerToFloat": 0}
 
@@ -68,6 +70,8 @@ def _fix_input(model: Any, samples: int) -> None:
 def _needed(node: Any) -> list[str]:
     if node.op_type in CONV_OPS:
         return [node.output[0]]
+    if node.op_type in RNN_OPS:
+        return [node.input[0]]
     if node.op_type in MATMUL_OPS or node.op_type in ("Gemm", "MatMulNBits"):
         return [node.input[0], node.output[0]]
     return []
@@ -97,6 +101,19 @@ def _runtime_shapes(model: Any, names: list[str], samples: int) -> dict[str, lis
     wanted = [o.name for o in sess.get_outputs() if o.name in set(names)]
     values = sess.run(wanted, {"waveform": window})
     return {n: [int(d) for d in v.shape] for n, v in zip(wanted, values, strict=True)}
+
+
+def _lstm_macs(node: Any, shapes: dict[str, list[int] | None]) -> float | None:
+    """Steps x batch x directions x 4 gates x hidden x (input + hidden)."""
+    x = shapes.get(node.input[0])
+    hidden = next((int(at.i) for at in node.attribute if at.name == "hidden_size"), 0)
+    layout = next((int(at.i) for at in node.attribute if at.name == "layout"), 0)
+    direction = next((at.s for at in node.attribute if at.name == "direction"), b"forward")
+    if not x or len(x) != 3 or not hidden:
+        return None
+    steps, batch = (x[1], x[0]) if layout else (x[0], x[1])
+    dirs = 2 if direction == b"bidirectional" else 1
+    return float(steps * batch * dirs * 4 * hidden * (x[2] + hidden))
 
 
 def count_flops(path: Path, samples: int | None = None) -> dict[str, Any]:
@@ -147,6 +164,8 @@ def count_flops(path: Path, samples: int | None = None) -> dict[str, Any]:
                 k = a[-1] if a else 0
             if y and k:
                 macs = float(math.prod(y)) * float(k)
+        elif op in RNN_OPS:
+            macs = _lstm_macs(node, shapes)
         else:
             continue
         if macs is None:
@@ -160,7 +179,7 @@ def count_flops(path: Path, samples: int | None = None) -> dict[str, Any]:
         "nodes_counted": counted,
         "nodes_unresolved": unresolved,
         "samples": n,
-        "method": f"{method}; 2 x MACs of Conv/MatMul/Gemm (+ quantized forms)",
+        "method": f"{method}; 2 x MACs of Conv/MatMul/Gemm/LSTM (+ quantized forms)",
     }
 
 

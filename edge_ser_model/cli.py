@@ -42,6 +42,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--limit", type=int, default=0, help="use only the first N clips (tests)")
+    p.add_argument("--no-voice", action="store_true",
+                   help="leave out the pretrained voice branch (encoders/voice.py)")
+    p.add_argument("--voice-weights", type=Path, default=None,
+                   help="Resemblyzer pretrained.pt (default: the installed resemblyzer package's)")
+    p.add_argument("--voice-random-init", action="store_true",
+                   help="voice branch with random weights (tests; no weights file needed)")
+    p.add_argument("--voice-weight", type=float, default=0.3,
+                   help="share of the voice head in the mixed probability (0-1)")
+    p.add_argument("--voice-c", type=float, default=0.01,
+                   help="inverse L2 strength of the voice head's logistic regression")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,33 +87,46 @@ def _train_config(args: argparse.Namespace) -> object:
     )
 
 
-def _load(args: argparse.Namespace) -> tuple[list[object], object]:
+def _load(args: argparse.Namespace) -> tuple[list[object], object, object]:
+    """Clips, compact feature vectors and the voice setup (None with ``--no-voice``)."""
     import torch
 
     from edge_ser_model.data import load_corpora
     from edge_ser_model.encoders.compact import CompactFeatures
+    from edge_ser_model.encoders.voice import VoiceFeatures
+    from edge_ser_model.evaluate import VoiceSetup
     from edge_ser_model.features import compute_features
 
+    if not 0.0 <= args.voice_weight <= 1.0:
+        raise EdgeSerError(f"--voice-weight: {args.voice_weight} is not between 0 and 1")
     torch.set_num_threads(args.threads)
+    # the voice weights are checked before minutes of feature extraction, not after
+    voice_fe = None if args.no_voice else VoiceFeatures(args.voice_weights,
+                                                        random_init=args.voice_random_init)
     clips = load_corpora(args.data, [c for c in args.corpora.split(",") if c], calm=args.calm)
     if args.limit:
         clips = clips[:: max(1, len(clips) // args.limit)][: args.limit]
     frontend = CompactFeatures(pitch=not args.no_pitch)
     feats = compute_features(clips, frontend, copies=args.copies, cache_dir=args.cache)
-    return list(clips), feats
+    voice = None
+    if voice_fe is not None:
+        vfeats = compute_features(clips, voice_fe, copies=args.copies, cache_dir=args.cache)
+        voice = VoiceSetup(vfeats, args.voice_weight, args.voice_c)
+    return list(clips), feats, voice
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from edge_ser_model.data import speaker_folds
     from edge_ser_model.evaluate import cross_validate, run_baselines, write_report
 
-    clips, feats = _load(args)
+    clips, feats, voice = _load(args)
     folds = speaker_folds(clips, args.folds, args.fold_seed)  # type: ignore[arg-type]
     seeds = [int(s) for s in args.seeds.split(",")]
     cfg = _train_config(args)
-    probs = cross_validate(clips, feats, folds, cfg, seeds)  # type: ignore[arg-type]
-    preds = [p.argmax(1) for p in probs]
-    baselines = {} if args.no_baseline else run_baselines(clips, folds, args.cache)  # type: ignore[arg-type]
+    probs = cross_validate(clips, feats, folds, cfg, seeds, voice)  # type: ignore[arg-type]
+    preds = {name: [p.argmax(1) for p in fold_probs] for name, fold_probs in probs.items()}
+    if not args.no_baseline:
+        preds.update(run_baselines(clips, folds, args.cache))  # type: ignore[arg-type]
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     meta = {
         "protocol": f"speaker-independent {args.folds}-fold CV (StratifiedGroupKFold by "
@@ -111,7 +134,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "data": f"{args.corpora}, calm={args.calm}",
         "settings": {k: str(v) for k, v in settings.items()},
     }
-    report = write_report(args.out, clips, folds, preds, baselines, meta)  # type: ignore[arg-type]
+    report = write_report(args.out, clips, folds, preds, meta)  # type: ignore[arg-type]
     for name, system in report["systems"].items():
         s = system["summary"]
         print(f"{name:24s} UAR {s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}  "
@@ -123,11 +146,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from edge_ser_model.ship import train_and_ship
 
-    clips, feats = _load(args)
+    clips, feats, voice = _load(args)
     evaluation = json.loads(args.evaluation.read_text()) if args.evaluation else None
     seeds = [int(s) for s in args.seeds.split(",")]
     paths = train_and_ship(clips, feats, _train_config(args), seeds, args.out,  # type: ignore[arg-type]
-                           args.name, evaluation, args.calm, pitch=not args.no_pitch)
+                           args.name, evaluation, args.calm, pitch=not args.no_pitch,
+                           voice=voice, voice_weights=args.voice_weights,  # type: ignore[arg-type]
+                           voice_random_init=args.voice_random_init)
     for p in paths:
         print(f"wrote {p}")
     return 0

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,15 @@ from edge_ser_model.train import TrainConfig, predict_proba, train_head
 
 log = logging.getLogger(__name__)
 Folds = Sequence[tuple[NDArray[np.int64], NDArray[np.int64]]]
+
+
+@dataclass(frozen=True)
+class VoiceSetup:
+    """The voice branch's cached features ``[n, copies, 1536]``, mixing weight and LR C."""
+
+    feats: NDArray[np.float32]
+    weight: float = 0.3
+    c: float = 0.01
 
 
 def train_members(
@@ -46,18 +55,32 @@ def train_members(
 
 def cross_validate(
     clips: Sequence[Clip], feats: NDArray[np.float32], folds: Folds, cfg: TrainConfig,
-    seeds: Sequence[int],
-) -> list[NDArray[np.float64]]:
-    """Ensemble probabilities ``[n_test, 4]`` for each fold's test part."""
-    out = []
+    seeds: Sequence[int], voice: VoiceSetup | None = None,
+) -> dict[str, list[NDArray[np.float64]]]:
+    """Probabilities ``[n_test, 4]`` for each fold's test part, per system.
+
+    ``compact`` is the shipped recipe: the MLP heads' ensemble, mixed with the voice head when
+    ``voice`` is given; then also ``compact_functionals`` (the heads alone) and ``voice_lr``.
+    """
+    from edge_ser_model.encoders.voice import train_voice_head, voice_proba
+
+    out: dict[str, list[NDArray[np.float64]]] = {"compact": []}
+    if voice is not None:
+        out.update(compact_functionals=[], voice_lr=[])
+    y = labels_of(clips)
     for k, (train_idx, test_idx) in enumerate(folds):
         t0 = time.monotonic()
         members = train_members(clips, feats, train_idx, cfg, seeds)
         probs = np.mean([predict_proba(m, feats, test_idx) for m in members], axis=0)
-        out.append(probs)
-        y = labels_of(clips)[test_idx]
+        if voice is not None:
+            head = train_voice_head(voice.feats, y, train_idx, voice.c)
+            pv = voice_proba(head, voice.feats, test_idx)
+            out["compact_functionals"].append(probs)
+            out["voice_lr"].append(pv)
+            probs = (1.0 - voice.weight) * probs + voice.weight * pv
+        out["compact"].append(probs)
         log.info(
-            "fold %d: UAR %.3f (%.0f s)", k + 1, scores(y, probs.argmax(1))["uar"],
+            "fold %d: UAR %.3f (%.0f s)", k + 1, scores(y[test_idx], probs.argmax(1))["uar"],
             time.monotonic() - t0,
         )
     return out
@@ -66,8 +89,17 @@ def cross_validate(
 def fold_scores(
     clips: Sequence[Clip], folds: Folds, preds: Sequence[NDArray[np.int64]]
 ) -> tuple[list[dict[str, float]], NDArray[np.int64]]:
+    """Per-fold scores (with ``uar_<corpus>``: UAR within each corpus's part of the fold)."""
     y = labels_of(clips)
-    per_fold = [scores(y[te], p) for (_, te), p in zip(folds, preds, strict=True)]
+    corpus = np.array([c.corpus for c in clips])
+    names = sorted(set(corpus.tolist())) if len(set(corpus.tolist())) > 1 else []
+    per_fold = []
+    for (_, te), p in zip(folds, preds, strict=True):
+        row = scores(y[te], p)
+        for name in names:
+            sel = corpus[te] == name
+            row[f"uar_{name}"] = scores(y[te][sel], p[sel])["uar"] if sel.any() else float("nan")
+        per_fold.append(row)
     cm = sum(
         (confusion(y[te], p) for (_, te), p in zip(folds, preds, strict=True)),
         np.zeros((len(LABELS), len(LABELS)), dtype=np.int64),
@@ -99,7 +131,9 @@ def plot_confusion(cm: NDArray[np.int64], path: Path, title: str) -> None:
 
 
 def markdown_table(systems: dict[str, dict[str, dict[str, float]]]) -> str:
-    keys = ["uar", "wa", "macro_f1"] + [f"f1_{lab}" for lab in LABELS]
+    first = next(iter(systems.values()), {})
+    keys = ["uar", "wa", "macro_f1"] + [f"f1_{lab}" for lab in LABELS] + sorted(
+        k for k in first if k.startswith("uar_"))
     lines = ["| system | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, summ in systems.items():
         cells = [f"{summ[k]['mean']:.3f} ± {summ[k]['std']:.3f}" for k in keys]
@@ -108,14 +142,14 @@ def markdown_table(systems: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 def write_report(
-    out_dir: Path, clips: Sequence[Clip], folds: Folds, compact_preds: Sequence[NDArray[np.int64]],
-    baselines: dict[str, Sequence[NDArray[np.int64]]], meta: dict[str, Any],
+    out_dir: Path, clips: Sequence[Clip], folds: Folds,
+    preds_by_system: dict[str, Sequence[NDArray[np.int64]]], meta: dict[str, Any],
 ) -> dict[str, Any]:
-    """Write cv_report.json / .md and confusion.png; returns the JSON object."""
+    """Write cv_report.json / .md and confusion.png (of ``compact``); returns the JSON object."""
     out_dir.mkdir(parents=True, exist_ok=True)
     systems: dict[str, dict[str, dict[str, float]]] = {}
     report: dict[str, Any] = {"meta": meta, "systems": {}}
-    for name, preds in {"compact": compact_preds, **baselines}.items():
+    for name, preds in preds_by_system.items():
         per_fold, cm = fold_scores(clips, folds, preds)
         systems[name] = summarise(per_fold)
         report["systems"][name] = {

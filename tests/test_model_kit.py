@@ -153,6 +153,7 @@ def test_spectral_functionals_are_level_invariant(examples: Path) -> None:
 # ---- tiny training, export, int8 -------------------------------------------------------------
 
 def test_tiny_training_export_int8(examples: Path, tmp_path: Path) -> None:
+    from edge_ser_model.encoders.voice import VoiceFeatures, train_voice_head
     from edge_ser_model.evaluate import train_members
     from edge_ser_model.export import check_contract, logits, read_metadata
     from edge_ser_model.features import compute_features
@@ -164,7 +165,12 @@ def test_tiny_training_export_int8(examples: Path, tmp_path: Path) -> None:
     assert feats.shape == (8, 2, CompactFeatures().dim) and np.all(np.isfinite(feats))
     members = train_members(clips, feats, np.arange(8), TrainConfig(epochs=2, batch_size=4),
                             seeds=[0, 1])
-    model = assemble(members)
+    # the voice branch (random weights here: the graph, not the weights, is under test)
+    branch = VoiceFeatures(random_init=True)
+    vfeats = compute_features(clips, branch, copies=1, seed=0)
+    labels = np.array([c.label for c in clips])
+    head = train_voice_head(vfeats, labels, np.arange(8), c=1.0)
+    model = assemble(members, voice=branch, voice_head=head, voice_weight=0.3)
     from edge_ser_model.export import base_metadata, export_onnx
 
     fp32, int8 = tmp_path / "m.fp32.onnx", tmp_path / "m.int8.onnx"
@@ -182,14 +188,23 @@ def test_tiny_training_export_int8(examples: Path, tmp_path: Path) -> None:
 
 
 def test_evaluate_writes_report(shared_data: Path, tmp_path: Path) -> None:
+    from edge_ser.errors import ModelError
+    from edge_ser_model.encoders.voice import find_voice_weights
+
+    try:
+        find_voice_weights()
+        voice = []
+    except ModelError:  # resemblyzer not installed: the same graph with random weights
+        voice = ["--voice-random-init"]
     out = tmp_path / "eval"
     cmd = [sys.executable, "-m", "edge_ser_model", "evaluate", "--data", str(shared_data),
            "--limit", "30", "--copies", "0", "--folds", "2", "--seeds", "0", "--epochs", "2",
-           "--cache", str(tmp_path / "cache"), "--out", str(out)]
+           "--cache", str(tmp_path / "cache"), "--out", str(out), *voice]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((out / "cv_report.json").read_text())
-    assert set(report["systems"]) == {"compact", "egemaps_lr", "egemaps_lr_spk_znorm"}
+    assert set(report["systems"]) == {"compact", "compact_functionals", "voice_lr",
+                                      "egemaps_lr", "egemaps_lr_spk_znorm"}
     for system in report["systems"].values():
         assert len(system["per_fold"]) == 2
         assert 0.0 <= system["summary"]["uar"]["mean"] <= 1.0

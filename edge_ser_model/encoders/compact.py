@@ -238,19 +238,29 @@ class CompactSER(nn.Module):
     """The whole encoder: waveform ``[B, N]`` (preprocessed) -> logits ``[B, 4]``.
 
     With one head the logits are that head's; with several (an ensemble of seeds) they are the
-    log of the mean of the heads' probabilities.
+    log of the mean of the heads' probabilities. With a voice branch (``encoders.voice``) its
+    probabilities are mixed in at ``voice_weight``: ``p = (1 - w) p_heads + w p_voice``.
     """
 
     def __init__(self, n_mels: int = 64, pitch: bool = True,
-                 heads: list[CompactHead] | None = None, **head_kw: float) -> None:
+                 heads: list[CompactHead] | None = None, voice: nn.Module | None = None,
+                 voice_head: nn.Module | None = None, voice_weight: float = 0.3,
+                 **head_kw: float) -> None:
         super().__init__()
         self.features = CompactFeatures(n_mels=n_mels, pitch=pitch)
         self.heads = nn.ModuleList(heads or [CompactHead(self.features.dim, **head_kw)])  # type: ignore[arg-type]
+        if (voice is None) != (voice_head is None):
+            raise ValueError("the voice branch needs both its features and its head")
+        self.voice, self.voice_head = voice, voice_head
+        self.voice_weight = float(voice_weight)
 
     def forward(self, waveform: Tensor) -> Tensor:
         f = self.features(waveform)
-        if len(self.heads) == 1:
+        if len(self.heads) == 1 and self.voice is None:
             out: Tensor = self.heads[0](f)
             return out
         probs = torch.stack([F.softmax(h(f), dim=-1) for h in self.heads]).mean(dim=0)
+        if self.voice is not None and self.voice_head is not None:
+            pv = F.softmax(self.voice_head(self.voice(waveform)), dim=-1)
+            probs = (1.0 - self.voice_weight) * probs + self.voice_weight * pv
         return torch.log(probs + 1e-7)

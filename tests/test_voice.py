@@ -1,0 +1,116 @@
+"""The pretrained voice branch (Resemblyzer's GE2E LSTM) of the compact encoder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_ser.audio import read_wav  # noqa: E402
+from edge_ser.errors import ModelError  # noqa: E402
+from edge_ser.preprocess import prepare_window  # noqa: E402
+from edge_ser_model.encoders.voice import (  # noqa: E402
+    N_VOICE,
+    VOICE_PACKAGE,
+    VoiceFeatures,
+    find_voice_weights,
+    slaney_mel,
+    train_voice_head,
+    voice_proba,
+)
+
+pytestmark = pytest.mark.train
+
+
+@pytest.fixture(scope="module")
+def weights() -> Path:
+    try:
+        return find_voice_weights()
+    except ModelError:
+        pytest.skip(f"voice weights absent: pip install --no-deps {VOICE_PACKAGE} "
+                    "(scripts/test installs it)")
+
+
+@pytest.fixture(scope="module")
+def branch(weights: Path) -> VoiceFeatures:
+    return VoiceFeatures(weights).eval()
+
+
+def _window(examples: Path, name: str, seconds: float = 8.0) -> np.ndarray:
+    return prepare_window(read_wav(examples / "clips" / name), seconds)
+
+
+def test_slaney_mel_filters_have_unit_area() -> None:
+    fb = slaney_mel()
+    assert fb.shape == (40, 201) and fb.min() >= 0.0
+    # Slaney normalisation: each triangle integrates to ~1 over Hz (bins are 40 Hz apart)
+    assert np.allclose(fb.sum(axis=1) * 40.0, 1.0, atol=0.04)
+    peaks = fb.argmax(axis=1)
+    assert np.all(np.diff(peaks) >= 0) and peaks[-1] > 150  # ordered, reaching 8 kHz
+
+
+def test_features_ignore_padding_and_level(branch: VoiceFeatures, examples: Path) -> None:
+    w8 = _window(examples, "sadness-ravdess-03.wav")
+    w10 = _window(examples, "sadness-ravdess-03.wav", 10.0)
+    with torch.no_grad():
+        a = branch(torch.from_numpy(w8)[None])[0].numpy()
+        b = branch(torch.from_numpy(w10)[None])[0].numpy()
+        quiet = branch(torch.from_numpy(0.1 * w8)[None])[0].numpy()  # -20 dB
+        pair = branch(torch.from_numpy(np.stack([w8, w8[::-1].copy()])))[0].numpy()
+    assert a.shape == (N_VOICE,) and np.all(np.isfinite(a))
+    assert np.max(np.abs(a - b)) < 1e-4  # the zero padding after the speech changes nothing
+    assert np.max(np.abs(a - quiet)) < 1e-3  # brought to -30 dBFS RMS first
+    assert np.max(np.abs(a - pair)) < 1e-4  # batch mates change nothing
+
+
+def test_pretrained_weights_are_not_random(branch: VoiceFeatures, examples: Path) -> None:
+    rand = VoiceFeatures(random_init=True).eval()
+    windows = torch.from_numpy(np.stack([_window(examples, n) for n in (
+        "anger-ravdess-03.wav", "sadness-ravdess-03.wav", "anger-ravdess-08.wav")]))
+    with torch.no_grad():
+        real, noise = branch(windows).numpy(), rand(windows).numpy()
+    assert not np.allclose(real, noise, atol=1e-2)
+    assert branch.source != rand.source and "random" in repr(rand)  # distinct cache keys
+
+
+def test_weight_file_errors_are_one_line(tmp_path: Path, weights: Path) -> None:
+    with pytest.raises(ModelError, match="missing"):
+        find_voice_weights(tmp_path / "nope.pt")
+    bad = tmp_path / "pretrained.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="sha256") as err:
+        find_voice_weights(bad)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelError, match="not a PyTorch checkpoint"):
+        VoiceFeatures(bad, sha256=None)
+    torch.save({"model_state": {"linear.weight": torch.zeros(2, 2)}}, bad)
+    with pytest.raises(ModelError, match="not a Resemblyzer voice encoder"):
+        VoiceFeatures(bad, sha256=None)
+
+
+def test_cli_names_a_bad_weights_file(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "edge_ser_model", "evaluate", "--voice-weights",
+           str(tmp_path / "missing.pt"), "--out", str(tmp_path / "eval")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "missing.pt" in last and "Traceback" not in proc.stderr
+
+
+def test_voice_head_is_a_logistic_regression() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 30)
+    feats = rng.normal(size=(120, 3, 16)).astype(np.float32)
+    feats[:, :, :4] += 3.0 * np.eye(4, dtype=np.float32)[y][:, None, :]
+    idx = np.arange(120)
+    head = train_voice_head(feats, y, idx, c=1.0)
+    p = voice_proba(head, feats, idx)
+    assert np.allclose(p.sum(axis=1), 1.0) and np.mean(p.argmax(1) == y) > 0.9
+    two = np.flatnonzero(y < 2)  # classes absent from training are never predicted
+    p2 = voice_proba(train_voice_head(feats, y, two, c=1.0), feats, idx)
+    assert set(p2.argmax(1).tolist()) <= {0, 1} and np.mean(p2[two].argmax(1) == y[two]) > 0.9
