@@ -286,6 +286,14 @@ class Subscriber:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def expect_resubscribe(self) -> None:
+        """Forget the last SUBACK: :meth:`wait_subscribed` then waits for the next one."""
+        self._subscribed.clear()
+
+    def wait_subscribed(self, timeout: float = 10.0) -> None:
+        if not self._subscribed.wait(timeout):
+            raise AssertionError(f"subscriber not subscribed again within {timeout} s")
+
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
         if not reason.is_failure:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import pytest
 
@@ -182,6 +183,30 @@ def test_flops_counted_from_the_graph(standins: tuple[Path, Path]) -> None:
     # the fallback for shapes shape inference cannot resolve: one onnxruntime run
     shapes = _runtime_shapes(onnx.load(str(standins[0])), ["frames", "hr", "pooled"], 128000)
     assert shapes == {"frames": [1, 500, 256], "hr": [1, 500, 64], "pooled": [1, 64]}
+
+
+def test_lstm_flops_count_every_step(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    # waveform [1, 128000] -> [800, 1, 160] (10-ms frames) -> LSTM(160 -> 32): 800 steps of
+    # 4 gates x 32 x (160 + 32) MACs, forward and bidirectional
+    rng = np.random.default_rng(0)
+    for direction, dirs in ((b"forward", 1), (b"bidirectional", 2)):
+        inits = [numpy_helper.from_array(np.array([800, 1, 160], np.int64), "shape"),
+                 numpy_helper.from_array(rng.normal(size=(dirs, 128, 160)).astype(np.float32), "W"),
+                 numpy_helper.from_array(rng.normal(size=(dirs, 128, 32)).astype(np.float32), "R")]
+        nodes = [helper.make_node("Reshape", ["waveform", "shape"], ["x"]),
+                 helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=32,
+                                  direction=direction.decode())]
+        graph = helper.make_graph(
+            nodes, "lstm", [helper.make_tensor_value_info("waveform", TensorProto.FLOAT,
+                                                          ["batch", 128000])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+        path = tmp_path / f"lstm-{dirs}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        fl = count_flops(path)
+        assert fl["by_op"] == {"LSTM": 2.0 * 800 * dirs * 4 * 32 * (160 + 32)}, fl
+        assert fl["nodes_unresolved"] == 0
 
 
 def test_thermal_reads_a_sysfs_tree(standins: tuple[Path, Path], tmp_path: Path) -> None:

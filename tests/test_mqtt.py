@@ -268,7 +268,12 @@ def test_events_in_flight_when_the_broker_dies_are_sent_again(
     sink.start(wait_s=5)
     sink.publish_event(_event(0))
     sub.wait_for(EMOTION)
-    time.sleep(1.5)  # the broker autosaves the subscriber's session every second
+    # A graceful restart writes the subscriber's session to disk, so the kill below cannot lose
+    # it (relying on the 1-s autosave alone was flaky on a loaded machine).
+    sub.expect_resubscribe()
+    broker.restart()
+    sub.wait_subscribed()
+    _wait_until(lambda: sink.connected)
     broker.pause()  # the sink's events reach the socket but are never acknowledged
     for i in range(1, 11):
         sink.publish_event(_event(i))

@@ -134,7 +134,7 @@ class VoiceFeatures(nn.Module):
             p.requires_grad_(False)
 
     def extra_repr(self) -> str:  # part of the feature-cache key
-        return f"weights={self.source}"
+        return f"weights={self.source}, win={self.win}, hop={self.hop}"
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[-1]
