@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import SCHEMA
+from benchmarks.ram import RAM_SETTINGS
 from benchmarks.units import fmt, q, val
 from edge_ser.errors import ConfigError, EdgeSerError
 
@@ -47,7 +48,7 @@ def _rows(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     ra = (a.get("ram") or {}).get("models") or {}
     rb = (b.get("ram") or {}).get("models") or {}
     for name in list(dict.fromkeys([*ra, *rb])):
-        for key in ("arena_on", "arena_off", "eager"):
+        for key in RAM_SETTINGS:
             fa = ((ra.get(name) or {}).get(key) or {}).get("peak")
             fb = ((rb.get(name) or {}).get(key) or {}).get("peak")
             if fa or fb:

@@ -106,8 +106,8 @@ def _agreement(runs: Runs, variants: list[Variant]) -> dict[str, Any]:
     for family, pair in by_family.items():
         if "int8" not in pair or "fp32" not in pair or family == "custom":
             continue
-        a = runs.results.get((pair["int8"].name, 1, True))
-        b = runs.results.get((pair["fp32"].name, 1, True))
+        a = runs.results.get((pair["int8"].name, 1, True, False))
+        b = runs.results.get((pair["fp32"].name, 1, True, False))
         if not (a and b and a.ok and b.ok):
             continue
         n = min(DISTINCT_WINDOWS, len(a.result["argmax"]), len(b.result["argmax"]))

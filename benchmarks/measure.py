@@ -57,7 +57,7 @@ class Runs:
     """Runs each (variant, threads, arena) child at most once and keeps its result."""
 
     settings: Settings
-    results: dict[tuple[str, int, bool], ChildResult] = field(default_factory=dict)
+    results: dict[tuple[str, int, bool, bool], ChildResult] = field(default_factory=dict)
     _window_files: dict[float, Path] = field(default_factory=dict)
 
     def windows_file(self, window_s: float) -> Path:
@@ -68,17 +68,19 @@ class Runs:
             self._window_files[window_s] = path
         return self._window_files[window_s]
 
-    def get(self, v: Variant, threads: int, arena: bool = True) -> ChildResult:
-        key = (v.name, threads, arena)
+    def get(self, v: Variant, threads: int, arena: bool = True,
+            low_memory: bool = False) -> ChildResult:
+        key = (v.name, threads, arena, low_memory)
         if key in self.results:
             return self.results[key]
         s = self.settings
         n = max(s.windows, s.ram_windows) if threads == 1 else s.windows
         argv = ["run", "--spec", json.dumps(v.spec()), "--threads", str(threads),
-                "--arena", str(int(arena)), "--windows", str(n), "--warmup", str(s.warmup),
+                "--arena", str(int(arena)), "--low-memory", str(int(low_memory)),
+                "--windows", str(n), "--warmup", str(s.warmup),
                 "--windows-file", str(self.windows_file(v.window_s))]
-        log.info("measuring %s: %d thread(s), arena %s, %d windows", v.name, threads,
-                 "on" if arena else "off", n)
+        log.info("measuring %s: %d thread(s), arena %s%s, %d windows", v.name, threads,
+                 "on" if arena else "off", ", low memory" if low_memory else "", n)
         res = run_child(argv, threads, s.child_timeout_s)
         self.results[key] = res
         return res

@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from benchmarks.ram import RAM_SETTINGS
+
 log = logging.getLogger(__name__)
 
 PLOTS = {"latency": "latency.png", "rss": "rss.png", "thermal": "thermal.png"}
@@ -57,12 +59,12 @@ def plot_rss(report: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     drawn = 0
     for name, m in models.items():
-        for key in ("arena_on", "arena_off", "eager"):
+        for key in RAM_SETTINGS:
             tl = (m.get(key) or {}).get("timeline")
             if not tl or not tl["t"]["values"]:
                 continue
             ax.plot(tl["t"]["values"], tl["rss"]["values"], label=f"{name} ({key})",
-                    linestyle="-" if key != "arena_off" else "--")
+                    linestyle={"arena_off": "--", "low_memory": ":"}.get(key, "-"))
             drawn += 1
     if drawn:
         ax.set_xlabel("time since process start (s)")

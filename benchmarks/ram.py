@@ -1,6 +1,9 @@
 """Resident memory of a fresh process per model: after load, after the first window, after N.
 
-One child per model and arena setting (onnxruntime's CPU memory arena on and off), 1 thread.
+One child per model and setting, 1 thread: onnxruntime's CPU memory arena on, off, and
+edge-ser's ``model.low_memory`` mode (arena off, no weight prepacking, large buffers returned to
+the kernel when freed; its median latency per window is reported beside it, since it costs
+speed).
 ``peak`` is the kernel's high-water mark (ru_maxrss) of the whole process: Python, numpy and
 onnxruntime included (``start`` is that baseline, measured before the model is loaded);
 ``steady`` is the median RSS over the second half of the windows; ``growth`` is the change from
@@ -19,6 +22,10 @@ from benchmarks.variants import Variant
 
 log = logging.getLogger(__name__)
 MIB = float(2**20)
+#: the RAM settings, in report order: (key, arena, low_memory); torch has only "eager"
+ONNX_SETTINGS = (("arena_on", True, False), ("arena_off", False, False),
+                 ("low_memory", False, True))
+RAM_SETTINGS = tuple(k for k, _, _ in ONNX_SETTINGS) + ("eager",)
 
 
 def _figures(result: dict[str, Any], samples: list[Any]) -> dict[str, Any]:
@@ -35,6 +42,7 @@ def _figures(result: dict[str, Any], samples: list[Any]) -> dict[str, Any]:
         "growth": q((rss["after_n"] - rss["after_first"]) / MIB, "MiB", 2),
         "model_cost": q((rss["peak"] - rss["start"]) / MIB, "MiB", 1),
         "windows": q(len(trace), "count"),
+        "median_latency": q(percentile(list(result.get("latencies_ms") or []), 50), "ms", 1),
         "timeline": {"t": series([s.t_s for s in samples], "s", 3),
                      "rss": series([s.rss_bytes / MIB for s in samples], "MiB", 2)},
     }
@@ -48,11 +56,10 @@ def measure_ram(variants: list[Variant], runs: Runs) -> dict[str, Any]:
         if v.skipped:
             entry.update(status="skipped", reason=v.skipped)
             continue
-        settings = [("eager", True)] if v.kind == "torch" else [("arena_on", True),
-                                                               ("arena_off", False)]
+        settings = [("eager", True, False)] if v.kind == "torch" else list(ONNX_SETTINGS)
         entry["status"] = "ok"
-        for key, arena in settings:
-            res = runs.get(v, 1, arena)
+        for key, arena, low_memory in settings:
+            res = runs.get(v, 1, arena, low_memory)
             if not res.ok:
                 entry.update(status="failed", reason=res.error)
                 break

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.plots import write_plots
+from benchmarks.ram import RAM_SETTINGS
 from benchmarks.targets import duty_verdicts, evaluate_targets
 from benchmarks.units import fmt, val
 
@@ -104,15 +105,15 @@ def _ram(ram: dict[str, Any]) -> list[str]:
         if m.get("status") != "ok":
             rows.append([name, "-", m.get("status", ""), "", "", "", "", "", str(m.get("reason"))])
             continue
-        for key in ("arena_on", "arena_off", "eager"):
+        for key in RAM_SETTINGS:
             f = m.get(key)
             if f:
                 rows.append([name, key.replace("_", " "), fmt(f["start"], 0),
                              fmt(f["after_load"], 0), fmt(f["after_first_window"], 0),
                              fmt(f["after_n_windows"], 0), fmt(f["peak"], 0), fmt(f["steady"], 0),
-                             fmt(f["growth"], 1)])
+                             fmt(f["growth"], 1), fmt(f.get("median_latency"))])
     return _table(["model", "setting", "start (runtime only)", "after load", "after 1st window",
-                   "after N", "peak", "steady", "growth 1st->N"], rows) + [
+                   "after N", "peak", "steady", "growth 1st->N", "median/window"], rows) + [
         "", f"Fresh process per row, 1 thread, {fmt((ram.get('settings') or {}).get('windows'))} "
         "windows; 'start' is Python + numpy + onnxruntime (or torch) before the model loads."]
 

@@ -33,11 +33,12 @@ class Runner(Protocol):
 
 
 class OnnxRunner:
-    def __init__(self, name: str, path: Path, threads: int, arena: bool) -> None:
+    def __init__(self, name: str, path: Path, threads: int, arena: bool,
+                 low_memory: bool = False) -> None:
         from edge_ser.model import OnnxModel
 
         self.name = name
-        self.model = OnnxModel(path, threads=threads, arena=arena)
+        self.model = OnnxModel(path, threads=threads, arena=arena, low_memory=low_memory)
         self.window_s = self.model.info.window_s
         self.runtime = "onnxruntime (edge_ser.model.OnnxModel)"
 
@@ -71,11 +72,12 @@ class TorchRunner:
         return np.asarray(self.torch.softmax(out, dim=-1)[0].numpy(), dtype=np.float32)
 
 
-def make_runner(spec: dict[str, Any], threads: int, arena: bool) -> Runner:
+def make_runner(spec: dict[str, Any], threads: int, arena: bool,
+                low_memory: bool = False) -> Runner:
     """The runner a variant spec (``{"name", "kind", "path", ...}``) asks for."""
     kind = spec.get("kind")
     if kind == "onnx":
-        return OnnxRunner(spec["name"], Path(spec["path"]), threads, arena)
+        return OnnxRunner(spec["name"], Path(spec["path"]), threads, arena, low_memory)
     if kind == "torch":
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         return TorchRunner(spec["name"], threads, spec.get("options"))

@@ -74,7 +74,7 @@ def run_windows(args: argparse.Namespace) -> dict[str, Any]:
     windows = _windows(args.windows_file)
     rss_start = _rss()
     t0 = time.perf_counter()
-    runner = make_runner(spec, args.threads, bool(args.arena))
+    runner = make_runner(spec, args.threads, bool(args.arena), bool(args.low_memory))
     load_s = time.perf_counter() - t0
     rss_load = _rss()
     t0 = time.perf_counter()
@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--spec", required=True)
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--arena", type=int, default=1)
+    r.add_argument("--low-memory", type=int, default=0, help="edge_ser model.low_memory")
     r.add_argument("--windows", type=int, default=10)
     r.add_argument("--warmup", type=int, default=1)
     r.add_argument("--windows-file", required=True, help=".npy [K, samples] float32")

@@ -153,7 +153,7 @@ class Daemon:
         from edge_ser.model import OnnxModel  # onnxruntime only when a model is really loaded
 
         m = self.cfg.model
-        return OnnxModel(m.path, threads=threads, arena=m.arena)
+        return OnnxModel(m.path, threads=threads, arena=m.arena, low_memory=m.low_memory)
 
     # --- the run ---------------------------------------------------------------------------
     def run(self, install_signals: bool = True) -> int:

@@ -18,7 +18,9 @@ import psutil
 
 log = logging.getLogger(__name__)
 
-M_ARENA_MAX = -8  # glibc mallopt parameter
+M_ARENA_MAX = -8  # glibc mallopt parameters
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 _MiB = 1024 * 1024
 
 
@@ -39,6 +41,20 @@ def limit_malloc_arenas(count: int = 2) -> bool:
     if lib is None:
         return False
     return bool(lib.mallopt(M_ARENA_MAX, count))
+
+
+def release_large_buffers(threshold: int = 64 * 1024) -> bool:
+    """Serve buffers over ``threshold`` bytes by mmap, so a freed one is returned at once.
+
+    glibc otherwise raises its mmap threshold after large frees (up to 32 MiB) and keeps
+    activation-sized buffers on the heap: measured, ~50 MiB of DistilHuBERT's activations
+    stayed resident between windows. False if this is not glibc.
+    """
+    lib = _libc()
+    if lib is None:
+        return False
+    return bool(lib.mallopt(M_MMAP_THRESHOLD, threshold)) and bool(
+        lib.mallopt(M_TRIM_THRESHOLD, 2 * threshold))
 
 
 def trim_heap() -> bool:

@@ -172,21 +172,28 @@ def softmax(logits: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
 class OnnxModel:
     """An onnxruntime session over a contract-checked model file."""
 
-    def __init__(self, path: str | Path, threads: int = 1, arena: bool = True) -> None:
+    def __init__(self, path: str | Path, threads: int = 1, arena: bool = True,
+                 low_memory: bool = False) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.enable_cpu_mem_arena = arena
+        options.enable_cpu_mem_arena = arena and not low_memory
         options.log_severity_level = 3
+        if low_memory:  # no second, prepacked copy of the weights; freed buffers go back
+            from edge_ser.memory import release_large_buffers
+
+            options.add_session_config_entry("session.disable_prepacking", "1")
+            release_large_buffers()
         self.path = Path(path)
         self._session = _open_session(self.path, options)
         self._info = _info_from(self.path, self._session)
         shape0 = self._session.get_inputs()[0].shape[0]
         self._batch_one = isinstance(shape0, int) and shape0 == 1
         log.info(
-            "loaded model %s (encoder %s, %s, threads %d, arena %s)",
-            self._info.name, self._info.encoder, self._info.quantization or "?", threads, arena,
+            "loaded model %s (encoder %s, %s, threads %d, arena %s, low memory %s)",
+            self._info.name, self._info.encoder, self._info.quantization or "?", threads,
+            options.enable_cpu_mem_arena, low_memory,
         )
 
     @property

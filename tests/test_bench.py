@@ -97,11 +97,12 @@ def test_quick_report_has_every_section_key_and_unit(quick_report: Path) -> None
 
     for name in ("tiny.int8", "tiny.fp32"):
         ram = r["ram"]["models"][name]
-        for arena in ("arena_on", "arena_off"):
+        for arena in ("arena_on", "arena_off", "low_memory"):
             f = ram[arena]
             assert f["peak"]["unit"] == "MiB"
             assert f["start"]["value"] < f["after_load"]["value"] <= f["peak"]["value"]
             assert len(f["timeline"]["t"]["values"]) == len(f["timeline"]["rss"]["values"]) > 0
+            assert f["median_latency"]["unit"] == "ms" and f["median_latency"]["value"] > 0
 
     ids = {t["id"] for t in r["targets"]}
     assert {"distilhubert_int8_size", "int8_not_slower", "int8_vs_torch", "distilhubert_rss",
@@ -183,6 +184,23 @@ def test_flops_counted_from_the_graph(standins: tuple[Path, Path]) -> None:
     # the fallback for shapes shape inference cannot resolve: one onnxruntime run
     shapes = _runtime_shapes(onnx.load(str(standins[0])), ["frames", "hr", "pooled"], 128000)
     assert shapes == {"frames": [1, 500, 256], "hr": [1, 500, 64], "pooled": [1, 64]}
+
+
+def test_rss_target_is_judged_in_low_memory_mode_with_its_price_stated() -> None:
+    from benchmarks.targets import evaluate_targets
+    from benchmarks.units import q
+
+    def setting(peak: float, ms: float) -> dict[str, Any]:
+        return {"peak": q(peak, "MiB", 1), "median_latency": q(ms, "ms", 1)}
+
+    report = {"ram": {"models": {"distilhubert-int8": {
+        "status": "ok", "arena_on": setting(201, 160), "arena_off": setting(204, 168),
+        "low_memory": setting(139, 282)}}}}
+    row = {t["id"]: t for t in evaluate_targets(report)}["distilhubert_rss"]
+    assert row["pass"] is True and row["measured"]["value"] == 139
+    assert "201 MiB" in row["note"] and "282 ms" in row["note"] and "160 ms" in row["note"]
+    report["ram"]["models"]["distilhubert-int8"]["low_memory"] = setting(170, 300)
+    assert {t["id"]: t for t in evaluate_targets(report)}["distilhubert_rss"]["pass"] is False
 
 
 def test_lstm_flops_count_every_step(tmp_path: Path) -> None:

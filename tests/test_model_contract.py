@@ -44,6 +44,15 @@ def test_tiny_model_info(tiny_model: Path) -> None:
     assert read_model_info(tiny_model) == info
 
 
+def test_low_memory_mode_gives_the_same_logits(shipped_model: Path, batch: np.ndarray) -> None:
+    from edge_ser.memory import release_large_buffers
+
+    a = OnnxModel(shipped_model).logits(batch)
+    b = OnnxModel(shipped_model, low_memory=True).logits(batch)
+    assert np.allclose(a, b, atol=1e-4)
+    assert isinstance(release_large_buffers(), bool)
+
+
 @pytest.mark.parametrize(("threads", "arena"), [(1, True), (2, False)])
 def test_probabilities_of_real_speech(
     tiny_model: Path, batch: np.ndarray, threads: int, arena: bool

@@ -119,6 +119,11 @@ class ModelConfig(_Strict):
     arena: bool = Field(
         True, description="onnxruntime CPU memory arena on (faster) or off (flatter RSS)."
     )
+    low_memory: bool = Field(
+        False,
+        description="Smallest RSS (MiB) at a latency cost: arena off, no weight prepacking, "
+        "and glibc returns every buffer over 64 KiB to the kernel when freed.",
+    )
 
 
 class AggregateConfig(_Strict):
