@@ -111,7 +111,7 @@ def _load(args: argparse.Namespace) -> tuple[list[object], object, object]:
     voice = None
     if voice_fe is not None:
         vfeats = compute_features(clips, voice_fe, copies=args.copies, cache_dir=args.cache)
-        voice = VoiceSetup(vfeats, args.voice_weight, args.voice_c)
+        voice = VoiceSetup(voice_fe, vfeats, args.voice_weight, args.voice_c)
     return list(clips), feats, voice
 
 
@@ -151,8 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     paths = train_and_ship(clips, feats, _train_config(args), seeds, args.out,  # type: ignore[arg-type]
                            args.name, evaluation, args.calm, pitch=not args.no_pitch,
-                           voice=voice, voice_weights=args.voice_weights,  # type: ignore[arg-type]
-                           voice_random_init=args.voice_random_init)
+                           voice=voice)  # type: ignore[arg-type]
     for p in paths:
         print(f"wrote {p}")
     return 0

@@ -21,6 +21,7 @@ from edge_ser import LABELS
 from edge_ser_model.baseline import baseline_predictions, egemaps_features
 from edge_ser_model.data import Clip, labels_of, validation_split
 from edge_ser_model.encoders.compact import CompactHead
+from edge_ser_model.encoders.voice import VoiceFeatures
 from edge_ser_model.metrics import confusion, scores, summarise
 from edge_ser_model.train import TrainConfig, predict_proba, train_head
 
@@ -30,8 +31,10 @@ Folds = Sequence[tuple[NDArray[np.int64], NDArray[np.int64]]]
 
 @dataclass(frozen=True)
 class VoiceSetup:
-    """The voice branch's cached features ``[n, copies, 1536]``, mixing weight and LR C."""
+    """The voice branch (loaded once), its cached features ``[n, copies, 1536]``, mixing
+    weight and LR C."""
 
+    branch: VoiceFeatures
     feats: NDArray[np.float32]
     weight: float = 0.3
     c: float = 0.01

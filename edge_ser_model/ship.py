@@ -156,7 +156,6 @@ def train_and_ship(
     clips: Sequence[Clip], feats: NDArray[np.float32], cfg: TrainConfig, seeds: Sequence[int],
     out_dir: Path, name: str = "edge-ser-compact", evaluation: dict[str, Any] | None = None,
     calm: str = "drop", pitch: bool = True, voice: VoiceSetup | None = None,
-    voice_weights: Path | None = None, voice_random_init: bool = False,
 ) -> list[Path]:
     """Train on every clip (early stopping per member on a speaker split), export, quantize."""
     from edge_ser_model.export import base_metadata, export_onnx, logits
@@ -169,10 +168,10 @@ def train_and_ship(
         module = assemble(members, pitch=pitch)
     else:
         head = train_voice_head(voice.feats, labels_of(clips), all_idx, voice.c)
-        branch = VoiceFeatures(voice_weights, random_init=voice_random_init)
-        module = assemble(members, pitch=pitch, voice=branch, voice_head=head,
+        module = assemble(members, pitch=pitch, voice=voice.branch, voice_head=head,
                           voice_weight=voice.weight)
-        extra = {"voice_branch": f"Resemblyzer GE2E LSTM ({branch.source}), logistic-regression "
+        extra = {"voice_branch": f"Resemblyzer GE2E LSTM ({voice.branch.source}), "
+                                 "logistic-regression "
                                  f"head mixed at {voice.weight:g}",
                  "voice_license": VOICE_LICENSE}
     corpora = sorted({c.corpus for c in clips})

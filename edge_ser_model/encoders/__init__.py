@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -9,6 +11,15 @@ from torch import nn
 from edge_ser.errors import ConfigError
 
 ENCODERS = ("compact", "distilhubert")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a (weights) file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def build_encoder(name: str, **kw: Any) -> nn.Module:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_ser import LABELS, SAMPLE_RATE
-from edge_ser_model.encoders.compact_spectral import N_SPECTRAL, SpectralFunctionals
+from edge_ser_model.encoders.compact_spectral import N_SPECTRAL, SpectralFunctionals, masked_max
 
 EPS = 1e-6
 N_PITCH = 5  # pitch functionals
@@ -56,6 +56,26 @@ def mel_filterbank(n_mels: int, n_fft: int, rate: int, fmin: float, fmax: float)
     return fb.astype(np.float32)
 
 
+def hann_dft_kernel(win: int, n_fft: int, n_bins: int) -> np.ndarray:
+    """Conv1d weights ``[2 * n_bins, 1, win]``: periodic-Hann-windowed DFT, cos rows then -sin."""
+    n = np.arange(win)
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win)
+    k = np.arange(n_bins)[:, None]
+    cos = np.cos(2.0 * np.pi * k * n[None, :] / n_fft) * window
+    sin = -np.sin(2.0 * np.pi * k * n[None, :] / n_fft) * window
+    return np.concatenate([cos, sin], axis=0)[:, None, :].astype(np.float32)
+
+
+def speech_blocks(x: Tensor, hop: int) -> tuple[Tensor, Tensor]:
+    """``x`` ``[B, N]`` zero-padded into hop blocks ``[B, T, hop]`` and their mask ``[B, T]``.
+
+    A block of exact zeros is padding (the preprocessing pads windows with zeros).
+    """
+    t = (x.shape[-1] + hop - 1) // hop
+    blocks = F.pad(x, (0, t * hop - x.shape[-1])).reshape(x.shape[0], t, hop)
+    return blocks, (blocks.abs().amax(dim=-1) > 0).to(x.dtype)
+
+
 class LogMelFrontEnd(nn.Module):
     """Waveform ``[B, N]`` -> (log-mel ``[B, M, T]``, mask ``[B, T]``), fixed weights."""
 
@@ -69,13 +89,7 @@ class LogMelFrontEnd(nn.Module):
         super().__init__()
         self.win, self.hop = win, hop
         n_bins = n_fft // 2 + 1
-        n = np.arange(win)
-        window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win)
-        k = np.arange(n_bins)[:, None]
-        cos = np.cos(2.0 * np.pi * k * n[None, :] / n_fft) * window
-        sin = -np.sin(2.0 * np.pi * k * n[None, :] / n_fft) * window
-        kernel = np.concatenate([cos, sin], axis=0)[:, None, :].astype(np.float32)
-        self.register_buffer("dft", torch.from_numpy(kernel))
+        self.register_buffer("dft", torch.from_numpy(hann_dft_kernel(win, n_fft, n_bins)))
         fb = mel_filterbank(n_mels, n_fft, rate, fmin, fmax)
         self.register_buffer("mel", torch.from_numpy(fb))
         self.n_bins = n_bins
@@ -86,9 +100,8 @@ class LogMelFrontEnd(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         n = x.shape[-1]
         t = (n + self.hop - 1) // self.hop
+        _, mask = speech_blocks(x, self.hop)
         x = F.pad(x, (0, t * self.hop - n + self.win - self.hop))
-        blocks = x[:, : t * self.hop].reshape(x.shape[0], t, self.hop)
-        mask = (blocks.abs().amax(dim=-1) > 0).to(x.dtype)
         spec = F.conv1d(x.unsqueeze(1), self.dft, stride=self.hop)  # [B, 2K, T]
         re, im = spec[:, : self.n_bins], spec[:, self.n_bins :]
         power = re * re + im * im
@@ -113,7 +126,7 @@ def functionals(logmel: Tensor, mask: Tensor) -> Tensor:
     dmean, dstd = masked_mean_std(delta.abs(), pair)
     energy = torch.logsumexp(logmel, dim=1, keepdim=True)  # [B, 1, T]
     emean, estd = masked_mean_std(energy, mask)
-    emax = (energy.squeeze(1) * mask - 1e4 * (1.0 - mask)).amax(dim=-1, keepdim=True)
+    emax = masked_max(energy.squeeze(1), mask)
     de = (energy[:, :, 1:] - energy[:, :, :-1]).abs()
     demean, _ = masked_mean_std(de, pair)
     dur = torch.log(mask.sum(dim=-1, keepdim=True).clamp(min=1.0))
@@ -135,12 +148,7 @@ class PitchFrontEnd(nn.Module):
         self.win, self.hop, self.step_st = win, hop, step_st
         self.left = (win - mel_win) // 2  # centre on the log-mel frames
         k_bins = int(fmax_spec / (rate / n_fft)) + 1
-        n = np.arange(win)
-        window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win)
-        k = np.arange(k_bins)[:, None]
-        kernel = np.concatenate([np.cos(2.0 * np.pi * k * n / n_fft) * window,
-                                 -np.sin(2.0 * np.pi * k * n / n_fft) * window])[:, None, :]
-        self.register_buffer("dft", torch.tensor(kernel, dtype=torch.float32))
+        self.register_buffer("dft", torch.from_numpy(hann_dft_kernel(win, n_fft, k_bins)))
         self.k_bins = k_bins
         shs = np.zeros((n_cand, k_bins))
         bin_hz = rate / n_fft
@@ -196,8 +204,7 @@ class CompactFeatures(nn.Module):
         super().__init__()
         self.logmel = LogMelFrontEnd(n_mels=n_mels)
         self.pitch = PitchFrontEnd() if pitch else None
-        fb = mel_filterbank(n_mels, 512, SAMPLE_RATE, 50.0, 8000.0)
-        self.spectral = SpectralFunctionals(fb) if spectral else None
+        self.spectral = SpectralFunctionals(self.logmel.mel.numpy()) if spectral else None
         self.dim = 4 * n_mels + 5 + (N_PITCH if pitch else 0) + (N_SPECTRAL if spectral else 0)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -47,6 +47,11 @@ def masked_quantiles(x: Tensor, mask: Tensor, qs: tuple[float, ...]) -> Tensor:
     return torch.gather(s, 1, idx)
 
 
+def masked_max(x: Tensor, mask: Tensor) -> Tensor:
+    """Maximum ``[B, 1]`` of ``x`` ``[B, T]`` over the frames where ``mask`` is 1."""
+    return (x * mask - 1e4 * (1.0 - mask)).amax(dim=-1, keepdim=True)
+
+
 def masked_mean(x: Tensor, m: Tensor) -> Tensor:
     return (x * m).sum(dim=-1) / m.sum(dim=-1).clamp(min=1e-3)
 
@@ -70,8 +75,7 @@ def modulation(env: Tensor, mask: Tensor) -> Tensor:
 
 def contour_stats(e: Tensor, mask: Tensor, pair: Tensor, qs: tuple[float, ...]) -> list[Tensor]:
     """Energy-contour functionals: quantiles (re max), skew, log kurtosis, rise, fall."""
-    emax = (e * mask - 1e4 * (1.0 - mask)).amax(dim=-1, keepdim=True)
-    pc = masked_quantiles(e - emax, mask, qs)
+    pc = masked_quantiles(e - masked_max(e, mask), mask, qs)
     _, _, skew, kurt = masked_moments(e, mask)
     de = e[:, 1:] - e[:, :-1]
     up = (de > 0).to(e.dtype) * pair
@@ -145,7 +149,7 @@ class SpectralFunctionals(nn.Module):
         out += [pc, (pc[:, 2] - pc[:, 0]).unsqueeze(1), shape, modulation(energy, mask)]
         for a, b in self.envs:
             out.append(modulation(torch.log(power[:, a:b].sum(dim=1) + 1e-12), mask))
-        emax = (energy * mask - 1e4 * (1.0 - mask)).amax(dim=-1, keepdim=True)
+        emax = masked_max(energy, mask)
         for a, b in self.groups:
             band = torch.log(power[:, a:b].sum(dim=1) + 1e-12) - emax
             out.append(masked_quantiles(band, mask, (0.1, 0.5, 0.9)))
@@ -156,7 +160,7 @@ class SpectralFunctionals(nn.Module):
         """Energy-contour and balance statistics with the pre-emphasis gain removed: ``[B, 23]``."""
         power = torch.exp(logmel - self.de_gain)
         e = torch.log(power.sum(dim=1) + 1e-12)
-        emax = (e * mask - 1e4 * (1.0 - mask)).amax(dim=-1, keepdim=True)
+        emax = masked_max(e, mask)
         e0_mean, e_std, _, _ = masked_moments(e - emax, mask)
         pc, shape = contour_stats(e, mask, pair, (0.1, 0.2, 0.5, 0.8, 0.9))
         de = masked_mean((e[:, 1:] - e[:, :-1]).abs(), pair)

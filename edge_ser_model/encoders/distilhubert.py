@@ -14,7 +14,6 @@ rounding.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -26,6 +25,7 @@ from transformers import HubertConfig, HubertModel
 
 from edge_ser import LABELS
 from edge_ser.errors import ModelError
+from edge_ser_model.encoders import sha256_file as sha256_file
 from edge_ser_model.encoders.distilhubert_frontend import HOP as HOP
 from edge_ser_model.encoders.distilhubert_frontend import RECEPTIVE_FIELD as RECEPTIVE_FIELD
 from edge_ser_model.encoders.distilhubert_frontend import (
@@ -60,14 +60,6 @@ DISTILHUBERT_CONFIG: dict[str, Any] = {
 _ARCH_KEYS = [k for k in DISTILHUBERT_CONFIG if not k.endswith("dropout") and (
     k.startswith(("conv_", "feat_", "num_", "hidden_")) or k in ("do_stable_layer_norm",
                                                                  "intermediate_size"))]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hubert_config() -> HubertConfig:

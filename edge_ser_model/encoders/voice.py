@@ -30,6 +30,8 @@ from torch import Tensor, nn
 
 from edge_ser import LABELS, SAMPLE_RATE
 from edge_ser.errors import ModelError
+from edge_ser_model.encoders import sha256_file
+from edge_ser_model.encoders.compact import hann_dft_kernel, masked_mean_std, speech_blocks
 
 #: sha256 of ``resemblyzer/pretrained.pt`` in Resemblyzer 0.1.4 on PyPI.
 VOICE_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
@@ -38,7 +40,6 @@ HIDDEN = 256
 LAYERS = 3
 N_VOICE = LAYERS * 2 * HIDDEN
 TARGET_DBFS = -30.0
-EPS = 1e-6
 
 
 def slaney_mel(n_mels: int = 40, n_fft: int = 400, rate: int = SAMPLE_RATE) -> NDArray[np.float32]:
@@ -81,8 +82,6 @@ def find_voice_weights(path: str | Path | None = None, sha256: str | None = VOIC
     if not found.is_file():
         raise ModelError(f"{found}: voice encoder weights file missing")
     if sha256 is not None:
-        from edge_ser_model.encoders.distilhubert import sha256_file
-
         actual = sha256_file(found)
         if actual != sha256.lower():
             raise ModelError(f"{found}: sha256 {actual} != expected {sha256}")
@@ -111,12 +110,7 @@ class VoiceFeatures(nn.Module):
                  sha256: str | None = VOICE_SHA256, win: int = 400, hop: int = 160) -> None:
         super().__init__()
         self.win, self.hop, self.dim = win, hop, N_VOICE
-        n = np.arange(win)
-        window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win)  # periodic Hann, as librosa's
-        k = np.arange(win // 2 + 1)[:, None]
-        cos = np.cos(2.0 * np.pi * k * n[None, :] / win) * window
-        sin = -np.sin(2.0 * np.pi * k * n[None, :] / win) * window
-        kernel = np.concatenate([cos, sin], axis=0)[:, None, :].astype(np.float32)
+        kernel = hann_dft_kernel(win, win, win // 2 + 1)  # periodic Hann, as librosa's
         self.register_buffer("dft", torch.from_numpy(kernel))
         self.register_buffer("mel", torch.from_numpy(slaney_mel(40, win)))
         self.lstms = nn.ModuleList(
@@ -137,10 +131,8 @@ class VoiceFeatures(nn.Module):
         return f"weights={self.source}, win={self.win}, hop={self.hop}"
 
     def forward(self, x: Tensor) -> Tensor:
-        n = x.shape[-1]
-        t = (n + self.hop - 1) // self.hop
-        blocks = nn.functional.pad(x, (0, t * self.hop - n)).reshape(x.shape[0], t, self.hop)
-        mask = (blocks.abs().amax(dim=-1) > 0).to(x.dtype)  # [B, T], 1 = speech block
+        blocks, mask = speech_blocks(x, self.hop)  # [B, T, hop], [B, T]
+        t = mask.shape[1]
         count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
         ms = (blocks * blocks).sum(dim=-1).mul(mask).sum(dim=1, keepdim=True) / (count * self.hop)
         gain2 = (10.0 ** (TARGET_DBFS / 10.0)) / (ms + 1e-12)  # power gain to -30 dBFS RMS
@@ -149,14 +141,10 @@ class VoiceFeatures(nn.Module):
         half = spec.shape[1] // 2
         power = spec[:, :half] ** 2 + spec[:, half:] ** 2
         h = torch.matmul(self.mel, power).transpose(1, 2) * gain2.unsqueeze(-1)  # [B, T, 40]
-        m = mask.unsqueeze(-1)
-        cnt = count.unsqueeze(-1)
-        stats = []
+        stats: list[Tensor] = []
         for lstm in self.lstms:
             h, _ = lstm(h)
-            mean = (h * m).sum(dim=1, keepdim=True) / cnt
-            var = (((h - mean) * m) ** 2).sum(dim=1) / cnt.squeeze(-1)
-            stats += [mean.squeeze(1), torch.sqrt(var + EPS)]
+            stats += masked_mean_std(h.transpose(1, 2), mask)
         return torch.cat(stats, dim=1)
 
 
