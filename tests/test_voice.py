@@ -102,6 +102,16 @@ def test_cli_names_a_bad_weights_file(tmp_path: Path) -> None:
     assert "missing.pt" in last and "Traceback" not in proc.stderr
 
 
+def test_cli_refuses_a_voice_weight_outside_0_1(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "edge_ser_model", "train", "--voice-weight", "2",
+           "--out", str(tmp_path / "models")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "edge-ser-model train: error: --voice-weight: 2.0 is not between 0 and 1"]
+    assert not (tmp_path / "models").exists()
+
+
 def test_voice_head_is_a_logistic_regression() -> None:
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 30)
