@@ -74,7 +74,7 @@ def _latency(lat: dict[str, Any]) -> list[str]:
                   "work/window", "achieved", "of GEMM limit", "file"], rows)
     out += ["", f"GEMM limit (numpy float32 matmul): {gemm}. RTF = median latency / window "
             "length (below 1 keeps up). Timed windows exclude warm-up; 'first' is the cold "
-            "first window after load. 'Work' counts Conv/MatMul/Gemm FLOPs; int8 kernels "
+            "first window after load. 'Work' counts Conv/MatMul/Gemm/LSTM FLOPs; int8 kernels "
             "(VNNI / dot-product instructions) can go past the float32 GEMM limit."]
     ratios = lat.get("ratios") or {}
     rrows = []

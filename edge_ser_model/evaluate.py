@@ -36,19 +36,31 @@ class VoiceSetup:
 
     branch: VoiceFeatures
     feats: NDArray[np.float32]
-    weight: float = 0.3
+    weight: float = 0.2
     c: float = 0.01
+
+
+def mix_voice(p_heads: NDArray[np.float64], p_voice: NDArray[np.float64],
+              weight: float) -> NDArray[np.float64]:
+    """The shipped graph's log-linear mix, renormalised: ``p ∝ p_heads^(1-w) p_voice^w``."""
+    logp = (1.0 - weight) * np.log(p_heads + 1e-7) + weight * np.log(p_voice + 1e-7)
+    p = np.exp(logp - logp.max(axis=1, keepdims=True))
+    return np.asarray(p / p.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
 def train_members(
     clips: Sequence[Clip], feats: NDArray[np.float32], train_idx: NDArray[np.int64],
     cfg: TrainConfig, seeds: Sequence[int],
 ) -> list[CompactHead]:
-    """One head per seed, each early-stopped on its own speaker-disjoint validation split."""
+    """One head per seed: trained ``cfg.epochs`` on every clip of ``train_idx``, or with
+    ``cfg.patience > 0`` early-stopped on its own speaker-disjoint validation split."""
     labels = labels_of(clips)
     members = []
     for seed in seeds:
-        fit_idx, val_idx = validation_split(clips, train_idx, seed=seed)
+        if cfg.patience > 0:
+            fit_idx, val_idx = validation_split(clips, train_idx, seed=seed)
+        else:
+            fit_idx, val_idx = train_idx, None
         member_cfg = TrainConfig(**{**asdict(cfg), "seed": seed})
         model, hist = train_head(feats, labels, fit_idx, val_idx, member_cfg)
         log.debug("seed %d: best epoch %d, val UAR %.3f", seed, hist["best_epoch"], hist["val_uar"])
@@ -80,7 +92,7 @@ def cross_validate(
             pv = voice_proba(head, voice.feats, test_idx)
             out["compact_functionals"].append(probs)
             out["voice_lr"].append(pv)
-            probs = (1.0 - voice.weight) * probs + voice.weight * pv
+            probs = mix_voice(probs, pv, voice.weight)
         out["compact"].append(probs)
         log.info(
             "fold %d: UAR %.3f (%.0f s)", k + 1, scores(y[test_idx], probs.argmax(1))["uar"],

@@ -39,7 +39,7 @@ class FrontEnd(Protocol):
 
 
 BATCH = 16  # clips per front-end call
-FEATURES_VERSION = 2  # bump when a front end's numbers change (cache key)
+FEATURES_VERSION = 3  # bump when a front end's numbers change (cache key)
 
 
 def speech_part(window: NDArray[np.float32], hop: int = HOP) -> NDArray[np.float32]:

@@ -31,7 +31,7 @@ VOICE_LICENSE = "voice branch: Resemblyzer 0.1.4 pretrained.pt, Apache-2.0 (Rese
 
 def assemble(members: Sequence[CompactHead], pitch: bool = True,
              voice: VoiceFeatures | None = None, voice_head: VoiceHead | None = None,
-             voice_weight: float = 0.3) -> CompactSER:
+             voice_weight: float = 0.2) -> CompactSER:
     """One module: the fixed front ends and the trained heads (mixed as probabilities)."""
     model = CompactSER(pitch=pitch, heads=list(members), voice=voice, voice_head=voice_head,
                        voice_weight=voice_weight).eval()
@@ -157,7 +157,7 @@ def train_and_ship(
     out_dir: Path, name: str = "edge-ser-compact", evaluation: dict[str, Any] | None = None,
     calm: str = "drop", pitch: bool = True, voice: VoiceSetup | None = None,
 ) -> list[Path]:
-    """Train on every clip (early stopping per member on a speaker split), export, quantize."""
+    """Train every member on every clip (as ``train_members``), export, quantize."""
     from edge_ser_model.export import base_metadata, export_onnx, logits
     from edge_ser_model.quantize import agreement
 
@@ -171,8 +171,8 @@ def train_and_ship(
         module = assemble(members, pitch=pitch, voice=voice.branch, voice_head=head,
                           voice_weight=voice.weight)
         extra = {"voice_branch": f"Resemblyzer GE2E LSTM ({voice.branch.source}), "
-                                 "logistic-regression "
-                                 f"head mixed at {voice.weight:g}",
+                                 "logistic-regression head mixed log-linearly at "
+                                 f"{voice.weight:g}",
                  "voice_license": VOICE_LICENSE}
     corpora = sorted({c.corpus for c in clips})
     data = " + ".join(

@@ -152,7 +152,50 @@ def test_spectral_functionals_are_level_invariant(examples: Path) -> None:
 
 # ---- tiny training, export, int8 -------------------------------------------------------------
 
+def test_members_train_on_every_speaker_unless_early_stopping(examples: Path) -> None:
+    from edge_ser_model.evaluate import train_members
+    from edge_ser_model.features import compute_features
+    from edge_ser_model.train import TrainConfig
+
+    clips = example_clips(examples)
+    feats = compute_features(clips, CompactFeatures(pitch=False, spectral=False), copies=0)
+    idx = np.arange(len(clips))
+    full = train_members(clips, feats, idx, TrainConfig(epochs=2, batch_size=4), seeds=[0])[0]
+    stopped = train_members(clips, feats, idx, TrainConfig(epochs=2, batch_size=4, patience=1),
+                            seeds=[0])[0]
+    # the standardiser is fitted on the clips a member trains on
+    assert np.allclose(full.feat_mean.numpy(), feats[:, 0].mean(0), atol=1e-4)
+    assert not np.allclose(stopped.feat_mean.numpy(), feats[:, 0].mean(0), atol=1e-4)
+
+
+def test_graph_mixes_the_branches_as_evaluate_does(examples: Path) -> None:
+    """The shipped graph's log-linear mix is the one ``evaluate`` scores (``mix_voice``)."""
+    from edge_ser_model.encoders.compact import CompactHead, CompactSER
+    from edge_ser_model.encoders.voice import VoiceFeatures, VoiceHead
+    from edge_ser_model.evaluate import mix_voice
+
+    torch.manual_seed(0)
+    dim = CompactFeatures().dim
+    heads = [CompactHead(dim).eval() for _ in range(2)]
+    branch, vhead = VoiceFeatures(random_init=True).eval(), VoiceHead().eval()
+    with torch.no_grad():
+        vhead.linear.weight.normal_(0.0, 0.2)
+    model = CompactSER(heads=heads, voice=branch, voice_head=vhead, voice_weight=0.2).eval()
+    x = torch.from_numpy(np.stack([prepare_window(read_wav(p)) for p in
+                                   sorted((examples / "clips").glob("*.wav"))[:3]]))
+    with torch.no_grad():
+        got = torch.softmax(model(x), dim=-1).numpy()
+        f = model.features(x)
+        p_heads = torch.stack([torch.softmax(h(f), -1) for h in heads]).mean(0).numpy()
+        p_voice = torch.softmax(vhead(branch(x)), -1).numpy()
+    want = mix_voice(p_heads.astype(np.float64), p_voice.astype(np.float64), 0.2)
+    assert np.allclose(got, want, atol=1e-5)
+    assert not np.allclose(want, 0.8 * p_heads + 0.2 * p_voice, atol=1e-3)  # not arithmetic
+
+
 def test_tiny_training_export_int8(examples: Path, tmp_path: Path) -> None:
+    import onnx
+
     from edge_ser_model.encoders.voice import VoiceFeatures, train_voice_head
     from edge_ser_model.evaluate import train_members
     from edge_ser_model.export import check_contract, logits, read_metadata
@@ -170,11 +213,14 @@ def test_tiny_training_export_int8(examples: Path, tmp_path: Path) -> None:
     vfeats = compute_features(clips, branch, copies=1, seed=0)
     labels = np.array([c.label for c in clips])
     head = train_voice_head(vfeats, labels, np.arange(8), c=1.0)
-    model = assemble(members, voice=branch, voice_head=head, voice_weight=0.3)
+    model = assemble(members, voice=branch, voice_head=head, voice_weight=0.2)
     from edge_ser_model.export import base_metadata, export_onnx
 
     fp32, int8 = tmp_path / "m.fp32.onnx", tmp_path / "m.int8.onnx"
     export_onnx(model, fp32, base_metadata("compact", "tiny-fp32"))
+    # one spectrum for the log-mel and the voice branch, one for the pitch tracker
+    convs = [n.input[1] for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]
+    assert sorted(convs) == ["features.logmel.spectrum.dft", "features.pitch.dft"], convs
     windows = calibration_windows(clips, n=8)
     quantize_compact(fp32, int8, windows)
     check_contract(int8)

@@ -1,7 +1,8 @@
 """``compact``: a small from-scratch encoder that runs waveform -> logits in one ONNX graph.
 
 Front end (fixed weights, no training): a Hann-windowed DFT as a strided Conv1d (25 ms window,
-10 ms hop, 512-point), power spectrum, a mel filterbank MatMul and a log. A frame mask comes
+10 ms hop, 512-point), power spectrum (shared with the voice branch), a mel filterbank MatMul
+and a log. A frame mask comes
 straight from the waveform (a 10 ms block that is all zeros is padding), so the zero padding that
 ``prepare_window`` adds never biases a statistic.
 
@@ -22,6 +23,7 @@ standardisation with training-set constants and a small MLP per ensemble member;
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +32,9 @@ from torch import Tensor, nn
 
 from edge_ser import LABELS, SAMPLE_RATE
 from edge_ser_model.encoders.compact_spectral import N_SPECTRAL, SpectralFunctionals, masked_max
+
+if TYPE_CHECKING:
+    from edge_ser_model.encoders.voice import VoiceFeatures
 
 EPS = 1e-6
 N_PITCH = 5  # pitch functionals
@@ -76,26 +81,24 @@ def speech_blocks(x: Tensor, hop: int) -> tuple[Tensor, Tensor]:
     return blocks, (blocks.abs().amax(dim=-1) > 0).to(x.dtype)
 
 
-class LogMelFrontEnd(nn.Module):
-    """Waveform ``[B, N]`` -> (log-mel ``[B, M, T]``, mask ``[B, T]``), fixed weights."""
+class PowerSpectrum(nn.Module):
+    """Waveform ``[B, N]`` -> (power spectrum ``[B, K, T]``, speech mask ``[B, T]``), fixed.
+
+    25 ms periodic-Hann frames every 10 ms, frame ``t`` starting at sample ``t * hop``, a
+    512-point DFT as one strided Conv1d. The log-mel and the voice branch read the same
+    spectrum, so the shipped graph computes it once.
+    """
 
     dft: Tensor
-    mel: Tensor
 
-    def __init__(
-        self, n_mels: int = 64, win: int = 400, hop: int = 160, n_fft: int = 512,
-        fmin: float = 50.0, fmax: float = 8000.0, rate: int = SAMPLE_RATE,
-    ) -> None:
+    def __init__(self, win: int = 400, hop: int = 160, n_fft: int = 512) -> None:
         super().__init__()
-        self.win, self.hop = win, hop
-        n_bins = n_fft // 2 + 1
-        self.register_buffer("dft", torch.from_numpy(hann_dft_kernel(win, n_fft, n_bins)))
-        fb = mel_filterbank(n_mels, n_fft, rate, fmin, fmax)
-        self.register_buffer("mel", torch.from_numpy(fb))
-        self.n_bins = n_bins
+        self.win, self.hop, self.n_fft = win, hop, n_fft
+        self.n_bins = n_fft // 2 + 1
+        self.register_buffer("dft", torch.from_numpy(hann_dft_kernel(win, n_fft, self.n_bins)))
 
-    def frames(self, n_samples: int) -> int:
-        return math.ceil(n_samples / self.hop)
+    def geometry(self) -> tuple[int, int, int]:
+        return self.win, self.hop, self.n_fft
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         n = x.shape[-1]
@@ -104,9 +107,33 @@ class LogMelFrontEnd(nn.Module):
         x = F.pad(x, (0, t * self.hop - n + self.win - self.hop))
         spec = F.conv1d(x.unsqueeze(1), self.dft, stride=self.hop)  # [B, 2K, T]
         re, im = spec[:, : self.n_bins], spec[:, self.n_bins :]
-        power = re * re + im * im
-        mel = torch.matmul(self.mel, power)  # [B, M, T]
-        return torch.log(mel + EPS), mask
+        return re * re + im * im, mask
+
+
+class LogMelFrontEnd(nn.Module):
+    """Waveform ``[B, N]`` -> (log-mel ``[B, M, T]``, mask ``[B, T]``), fixed weights."""
+
+    mel: Tensor
+
+    def __init__(
+        self, n_mels: int = 64, win: int = 400, hop: int = 160, n_fft: int = 512,
+        fmin: float = 50.0, fmax: float = 8000.0, rate: int = SAMPLE_RATE,
+    ) -> None:
+        super().__init__()
+        self.hop = hop
+        self.spectrum = PowerSpectrum(win, hop, n_fft)
+        fb = mel_filterbank(n_mels, n_fft, rate, fmin, fmax)
+        self.register_buffer("mel", torch.from_numpy(fb))
+
+    def frames(self, n_samples: int) -> int:
+        return math.ceil(n_samples / self.hop)
+
+    def from_power(self, power: Tensor) -> Tensor:
+        return torch.log(torch.matmul(self.mel, power) + EPS)  # [B, M, T]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        power, mask = self.spectrum(x)
+        return self.from_power(power), mask
 
 
 def masked_mean_std(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -208,7 +235,11 @@ class CompactFeatures(nn.Module):
         self.dim = 4 * n_mels + 5 + (N_PITCH if pitch else 0) + (N_SPECTRAL if spectral else 0)
 
     def forward(self, x: Tensor) -> Tensor:
-        logmel, mask = self.logmel(x)
+        return self.from_power(x, *self.logmel.spectrum(x))
+
+    def from_power(self, x: Tensor, power: Tensor, mask: Tensor) -> Tensor:
+        """The feature vector from the waveform and its ``PowerSpectrum`` (computed once)."""
+        logmel = self.logmel.from_power(power)
         parts = [functionals(logmel, mask)]
         if self.pitch is not None:
             parts.append(pitch_functionals(self.pitch(x), mask))
@@ -246,28 +277,34 @@ class CompactSER(nn.Module):
 
     With one head the logits are that head's; with several (an ensemble of seeds) they are the
     log of the mean of the heads' probabilities. With a voice branch (``encoders.voice``) its
-    probabilities are mixed in at ``voice_weight``: ``p = (1 - w) p_heads + w p_voice``.
+    probabilities are mixed in log-linearly at ``voice_weight`` (a product of experts):
+    ``logits = (1 - w) log p_heads + w log p_voice``; softmax of them is the normalised mix.
     """
 
     def __init__(self, n_mels: int = 64, pitch: bool = True,
-                 heads: list[CompactHead] | None = None, voice: nn.Module | None = None,
-                 voice_head: nn.Module | None = None, voice_weight: float = 0.3,
+                 heads: list[CompactHead] | None = None, voice: VoiceFeatures | None = None,
+                 voice_head: nn.Module | None = None, voice_weight: float = 0.2,
                  **head_kw: float) -> None:
         super().__init__()
         self.features = CompactFeatures(n_mels=n_mels, pitch=pitch)
         self.heads = nn.ModuleList(heads or [CompactHead(self.features.dim, **head_kw)])  # type: ignore[arg-type]
         if (voice is None) != (voice_head is None):
             raise ValueError("the voice branch needs both its features and its head")
+        shared = self.features.logmel.spectrum.geometry()
+        if voice is not None and voice.spectrum.geometry() != shared:
+            raise ValueError("the voice branch must read the log-mel's spectrum (same frames)")
         self.voice, self.voice_head = voice, voice_head
         self.voice_weight = float(voice_weight)
 
     def forward(self, waveform: Tensor) -> Tensor:
-        f = self.features(waveform)
+        power, mask = self.features.logmel.spectrum(waveform)  # shared by both branches
+        f = self.features.from_power(waveform, power, mask)
         if len(self.heads) == 1 and self.voice is None:
             out: Tensor = self.heads[0](f)
             return out
         probs = torch.stack([F.softmax(h(f), dim=-1) for h in self.heads]).mean(dim=0)
         if self.voice is not None and self.voice_head is not None:
-            pv = F.softmax(self.voice_head(self.voice(waveform)), dim=-1)
-            probs = (1.0 - self.voice_weight) * probs + self.voice_weight * pv
+            pv = F.softmax(self.voice_head(self.voice.from_power(waveform, power, mask)), dim=-1)
+            w = self.voice_weight
+            return (1.0 - w) * torch.log(probs + 1e-7) + w * torch.log(pv + 1e-7)
         return torch.log(probs + 1e-7)

@@ -9,9 +9,10 @@ whose probabilities are mixed with the MLP heads' inside the graph.
 
 Everything runs in the ONNX graph, waveform in: the speech (the window's non-zero 10 ms blocks)
 is brought to -30 dBFS RMS as Resemblyzer does, a 25 ms / 10 ms power mel spectrogram (40 Slaney
-bands, no log: the encoder's input) feeds the three LSTM layers, and each layer's outputs get a
-masked mean and std over the speech frames. The LSTMs are causal and the padding follows the
-speech, so the zero padding of a short clip never changes the statistics.
+bands, no log: the encoder's input; read from the log-mel's power spectrum) feeds the three LSTM
+layers, and each layer's outputs get a masked mean and std over the speech frames. The LSTMs are
+causal and the padding follows the speech, so the zero padding of a short clip never changes the
+statistics.
 
 The weights file is found in the installed ``resemblyzer`` package (``pip install --no-deps
 resemblyzer==0.1.4``: its own dependencies are not needed, and would replace webrtcvad-wheels)
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from edge_ser import LABELS, SAMPLE_RATE
 from edge_ser.errors import ModelError
 from edge_ser_model.encoders import sha256_file
-from edge_ser_model.encoders.compact import hann_dft_kernel, masked_mean_std, speech_blocks
+from edge_ser_model.encoders.compact import PowerSpectrum, masked_mean_std, speech_blocks
 
 #: sha256 of ``resemblyzer/pretrained.pt`` in Resemblyzer 0.1.4 on PyPI.
 VOICE_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
@@ -101,18 +102,24 @@ def load_voice_state(path: Path) -> dict[str, Tensor]:
 
 
 class VoiceFeatures(nn.Module):
-    """Waveform ``[B, N]`` (prepared window) -> LSTM state statistics ``[B, 1536]`` (frozen)."""
+    """Waveform ``[B, N]`` (prepared window) -> LSTM state statistics ``[B, 1536]`` (frozen).
 
-    dft: Tensor
+    It reads the log-mel's 512-point ``PowerSpectrum`` (the same frames; the shipped graph
+    computes it once) through 40 Slaney bands scaled by ``win / n_fft``: zero-padding a 400-sample
+    frame to 512 points samples the same spectrum 512/400 times as densely, so the scaled band
+    energies match the 400-point ones Resemblyzer was trained on.
+    """
+
     mel: Tensor
 
     def __init__(self, weights: str | Path | None = None, random_init: bool = False,
-                 sha256: str | None = VOICE_SHA256, win: int = 400, hop: int = 160) -> None:
+                 sha256: str | None = VOICE_SHA256, win: int = 400, hop: int = 160,
+                 n_fft: int = 512) -> None:
         super().__init__()
-        self.win, self.hop, self.dim = win, hop, N_VOICE
-        kernel = hann_dft_kernel(win, win, win // 2 + 1)  # periodic Hann, as librosa's
-        self.register_buffer("dft", torch.from_numpy(kernel))
-        self.register_buffer("mel", torch.from_numpy(slaney_mel(40, win)))
+        self.hop, self.dim = hop, N_VOICE
+        self.spectrum = PowerSpectrum(win, hop, n_fft)
+        bands = slaney_mel(40, n_fft) * np.float32(win / n_fft)
+        self.register_buffer("mel", torch.from_numpy(bands))
         self.lstms = nn.ModuleList(
             nn.LSTM(40 if i == 0 else HIDDEN, HIDDEN, 1, batch_first=True) for i in range(LAYERS))
         self.source = "random-init"
@@ -128,18 +135,18 @@ class VoiceFeatures(nn.Module):
             p.requires_grad_(False)
 
     def extra_repr(self) -> str:  # part of the feature-cache key
-        return f"weights={self.source}, win={self.win}, hop={self.hop}"
+        win, hop, n_fft = self.spectrum.geometry()
+        return f"weights={self.source}, win={win}, hop={hop}, n_fft={n_fft}"
 
     def forward(self, x: Tensor) -> Tensor:
-        blocks, mask = speech_blocks(x, self.hop)  # [B, T, hop], [B, T]
-        t = mask.shape[1]
+        return self.from_power(x, *self.spectrum(x))
+
+    def from_power(self, x: Tensor, power: Tensor, mask: Tensor) -> Tensor:
+        """The statistics from the waveform and its ``PowerSpectrum`` ``[B, K, T]``."""
+        blocks, _ = speech_blocks(x, self.hop)  # [B, T, hop]
         count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
         ms = (blocks * blocks).sum(dim=-1).mul(mask).sum(dim=1, keepdim=True) / (count * self.hop)
         gain2 = (10.0 ** (TARGET_DBFS / 10.0)) / (ms + 1e-12)  # power gain to -30 dBFS RMS
-        padded = nn.functional.pad(x, (self.win // 2, self.win // 2))  # centred frames
-        spec = nn.functional.conv1d(padded.unsqueeze(1), self.dft, stride=self.hop)[:, :, :t]
-        half = spec.shape[1] // 2
-        power = spec[:, :half] ** 2 + spec[:, half:] ** 2
         h = torch.matmul(self.mel, power).transpose(1, 2) * gain2.unsqueeze(-1)  # [B, T, 40]
         stats: list[Tensor] = []
         for lstm in self.lstms:
