@@ -63,7 +63,9 @@ def train_members(
             fit_idx, val_idx = train_idx, None
         member_cfg = TrainConfig(**{**asdict(cfg), "seed": seed})
         model, hist = train_head(feats, labels, fit_idx, val_idx, member_cfg)
-        log.debug("seed %d: best epoch %d, val UAR %.3f", seed, hist["best_epoch"], hist["val_uar"])
+        if val_idx is not None:
+            log.debug("seed %d: best epoch %d, val UAR %.3f", seed, hist["best_epoch"],
+                      hist["val_uar"])
         members.append(model)
     return members
 

@@ -32,7 +32,8 @@ VOICE_LICENSE = "voice branch: Resemblyzer 0.1.4 pretrained.pt, Apache-2.0 (Rese
 def assemble(members: Sequence[CompactHead], pitch: bool = True,
              voice: VoiceFeatures | None = None, voice_head: VoiceHead | None = None,
              voice_weight: float = 0.2) -> CompactSER:
-    """One module: the fixed front ends and the trained heads (mixed as probabilities)."""
+    """One module: the fixed front ends and the trained heads (averaged as probabilities), mixed
+    log-linearly with the voice head when there is one."""
     model = CompactSER(pitch=pitch, heads=list(members), voice=voice, voice_head=voice_head,
                        voice_weight=voice_weight).eval()
     if int(members[0].feat_mean.shape[0]) != model.features.dim:

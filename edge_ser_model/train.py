@@ -73,7 +73,11 @@ def train_head(
     feats: NDArray[np.float32], labels: NDArray[np.int64], fit_idx: NDArray[np.int64],
     val_idx: NDArray[np.int64] | None, cfg: TrainConfig,
 ) -> tuple[CompactHead, dict[str, float]]:
-    """Train one head; returns the best-on-validation weights and a small history."""
+    """Train one head; returns its weights and a small history.
+
+    With ``val_idx`` (early stopping) the weights are the best on validation UAR; without it they
+    are those after the last epoch (``val_uar`` is then -1).
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     head = CompactHead(feats.shape[-1], **cfg.head)  # type: ignore[arg-type]

@@ -54,6 +54,22 @@ def test_slaney_mel_filters_have_unit_area() -> None:
     assert np.all(np.diff(peaks) >= 0) and peaks[-1] > 150  # ordered, reaching 8 kHz
 
 
+def test_scaled_512_point_bands_match_the_400_point_ones(examples: Path) -> None:
+    """The voice branch reads the log-mel's 512-point spectrum: its Slaney bands, scaled by
+    400/512, must give the band energies of Resemblyzer's own 400-point DFT."""
+    x = _window(examples, "happiness-ravdess-03.wav")
+    n = np.arange(400)
+    hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / 400)
+    frames = np.stack([x[i : i + 400] * hann for i in range(0, 40000, 160)])
+    e400 = (np.abs(np.fft.rfft(frames, 400)) ** 2) @ slaney_mel(40, 400).T
+    e512 = (np.abs(np.fft.rfft(frames, 512)) ** 2) @ (slaney_mel(40, 512) * 400 / 512).T
+    assert abs(e512.sum() / e400.sum() - 1.0) < 0.01
+    ratio = e512.sum(axis=0) / e400.sum(axis=0)
+    assert np.all(np.abs(ratio[20:] - 1.0) < 0.03)  # the wide upper half: within 3 %
+    assert np.all((ratio > 0.7) & (ratio < 1.4))  # the narrow low bands differ most
+    assert np.abs(e512 - e400).sum() / e400.sum() < 0.06  # frame by frame
+
+
 def test_features_ignore_padding_and_level(branch: VoiceFeatures, examples: Path) -> None:
     w8 = _window(examples, "sadness-ravdess-03.wav")
     w10 = _window(examples, "sadness-ravdess-03.wav", 10.0)

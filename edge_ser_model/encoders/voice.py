@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from edge_ser import LABELS, SAMPLE_RATE
 from edge_ser.errors import ModelError
 from edge_ser_model.encoders import sha256_file
-from edge_ser_model.encoders.compact import PowerSpectrum, masked_mean_std, speech_blocks
+from edge_ser_model.encoders.compact import masked_mean_std
+from edge_ser_model.encoders.compact_frontend import PowerSpectrum, speech_blocks
 
 #: sha256 of ``resemblyzer/pretrained.pt`` in Resemblyzer 0.1.4 on PyPI.
 VOICE_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
@@ -104,10 +105,11 @@ def load_voice_state(path: Path) -> dict[str, Tensor]:
 class VoiceFeatures(nn.Module):
     """Waveform ``[B, N]`` (prepared window) -> LSTM state statistics ``[B, 1536]`` (frozen).
 
-    It reads the log-mel's 512-point ``PowerSpectrum`` (the same frames; the shipped graph
-    computes it once) through 40 Slaney bands scaled by ``win / n_fft``: zero-padding a 400-sample
-    frame to 512 points samples the same spectrum 512/400 times as densely, so the scaled band
-    energies match the 400-point ones Resemblyzer was trained on.
+    It reads the log-mel's 512-point ``PowerSpectrum`` (the shipped graph computes it once)
+    through 40 Slaney bands scaled by ``win / n_fft``: zero-padding a 400-sample frame to 512
+    points samples the same spectrum 512/400 times as densely, so the scaled band energies match
+    the 400-point ones Resemblyzer was trained on. Its frames start at ``t * hop`` where
+    librosa's were centred there, a 12.5 ms shift (CV UAR unchanged, docs/training.md).
     """
 
     mel: Tensor
