@@ -152,8 +152,7 @@ class Daemon:
     def _load_model(self, threads: int) -> EmotionModel:
         from edge_ser.model import OnnxModel  # onnxruntime only when a model is really loaded
 
-        m = self.cfg.model
-        return OnnxModel(m.path, threads=threads, arena=m.arena, low_memory=m.low_memory)
+        return OnnxModel.from_config(self.cfg.model, threads)
 
     # --- the run ---------------------------------------------------------------------------
     def run(self, install_signals: bool = True) -> int:

@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -21,6 +21,9 @@ from numpy.typing import NDArray
 
 from edge_ser import LABELS, SAMPLE_RATE
 from edge_ser.errors import ModelError
+
+if TYPE_CHECKING:
+    from edge_ser.config.schema import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +198,13 @@ class OnnxModel:
             self._info.name, self._info.encoder, self._info.quantization or "?", threads,
             options.enable_cpu_mem_arena, low_memory,
         )
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, threads: int | None = None) -> OnnxModel:
+        """The model ``cfg`` (the config's ``model`` section) names, with its settings;
+        ``threads`` overrides ``cfg.threads`` (the daemon halves it when hot)."""
+        return cls(cfg.path, threads=cfg.threads if threads is None else threads,
+                   arena=cfg.arena, low_memory=cfg.low_memory)
 
     @property
     def info(self) -> ModelInfo:

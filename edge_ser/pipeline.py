@@ -214,8 +214,7 @@ def predict_clip(
     else:
         audio = np.asarray(audio_or_path, dtype=np.float32)
     if model is None:
-        model = OnnxModel(cfg.model.path, threads=cfg.model.threads, arena=cfg.model.arena,
-                          low_memory=cfg.model.low_memory)
+        model = OnnxModel.from_config(cfg.model)
     pipe = EmotionPipeline(cfg, model)
     block = int(CLIP_BLOCK_S * SAMPLE_RATE)
     for i in range(0, len(audio), block):

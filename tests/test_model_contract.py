@@ -53,6 +53,17 @@ def test_low_memory_mode_gives_the_same_logits(shipped_model: Path, batch: np.nd
     assert isinstance(release_large_buffers(), bool)
 
 
+def test_model_from_config_takes_its_settings(tiny_model: Path) -> None:
+    from edge_ser.config import ModelConfig
+
+    cfg = ModelConfig(path=tiny_model, threads=2, arena=True, low_memory=True)
+    opts = OnnxModel.from_config(cfg)._session.get_session_options()
+    assert opts.intra_op_num_threads == 2
+    assert not opts.enable_cpu_mem_arena  # low memory turns the arena off
+    assert OnnxModel.from_config(cfg, threads=1)._session.get_session_options() \
+        .intra_op_num_threads == 1
+
+
 @pytest.mark.parametrize(("threads", "arena"), [(1, True), (2, False)])
 def test_probabilities_of_real_speech(
     tiny_model: Path, batch: np.ndarray, threads: int, arena: bool

@@ -66,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None:
         cfg.model.path = args.model
     cfg.aggregate.mode = "voice_note"
-    model = OnnxModel(cfg.model.path, threads=cfg.model.threads, arena=cfg.model.arena,
-                      low_memory=cfg.model.low_memory)
+    model = OnnxModel.from_config(cfg.model)
     failed = 0
     for name in args.files:
         record: dict[str, Any] = {"file": name}
