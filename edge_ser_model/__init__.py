@@ -4,3 +4,7 @@ Never imported by the runtime package :mod:`edge_ser`; needs the ``train`` extra
 """
 
 from __future__ import annotations
+
+#: weight of the voice branch in the compact model's log-linear mix (measured best,
+#: docs/training.md); here so that the CLI can show it without importing torch
+VOICE_WEIGHT = 0.2

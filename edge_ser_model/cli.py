@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge_ser.errors import EdgeSerError
+from edge_ser_model import VOICE_WEIGHT
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="Resemblyzer pretrained.pt (default: the installed resemblyzer package's)")
     p.add_argument("--voice-random-init", action="store_true",
                    help="voice branch with random weights (tests; no weights file needed)")
-    p.add_argument("--voice-weight", type=float, default=0.2,
+    p.add_argument("--voice-weight", type=float, default=VOICE_WEIGHT,
                    help="weight of the voice head in the log-linear mix of probabilities (0-1)")
     p.add_argument("--voice-c", type=float, default=0.01,
                    help="inverse L2 strength of the voice head's logistic regression")

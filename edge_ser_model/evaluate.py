@@ -18,10 +18,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_ser import LABELS
+from edge_ser_model import VOICE_WEIGHT
 from edge_ser_model.baseline import baseline_predictions, egemaps_features
 from edge_ser_model.data import Clip, labels_of, validation_split
 from edge_ser_model.encoders.compact import CompactHead
-from edge_ser_model.encoders.voice import VoiceFeatures
+from edge_ser_model.encoders.voice import VoiceFeatures, train_voice_head, voice_proba
 from edge_ser_model.metrics import confusion, scores, summarise
 from edge_ser_model.train import TrainConfig, predict_proba, train_head
 
@@ -36,7 +37,7 @@ class VoiceSetup:
 
     branch: VoiceFeatures
     feats: NDArray[np.float32]
-    weight: float = 0.2
+    weight: float = VOICE_WEIGHT
     c: float = 0.01
 
 
@@ -79,8 +80,6 @@ def cross_validate(
     ``compact`` is the shipped recipe: the MLP heads' ensemble, mixed with the voice head when
     ``voice`` is given; then also ``compact_functionals`` (the heads alone) and ``voice_lr``.
     """
-    from edge_ser_model.encoders.voice import train_voice_head, voice_proba
-
     out: dict[str, list[NDArray[np.float64]]] = {"compact": []}
     if voice is not None:
         out.update(compact_functionals=[], voice_lr=[])

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from edge_ser import WINDOW_S
 from edge_ser.preprocess import prepare_window
+from edge_ser_model import VOICE_WEIGHT
 from edge_ser_model.data import Clip, labels_of, read_audio
 from edge_ser_model.encoders.compact import CompactHead, CompactSER
 from edge_ser_model.encoders.voice import VoiceFeatures, VoiceHead, train_voice_head
@@ -31,7 +32,7 @@ VOICE_LICENSE = "voice branch: Resemblyzer 0.1.4 pretrained.pt, Apache-2.0 (Rese
 
 def assemble(members: Sequence[CompactHead], pitch: bool = True,
              voice: VoiceFeatures | None = None, voice_head: VoiceHead | None = None,
-             voice_weight: float = 0.2) -> CompactSER:
+             voice_weight: float = VOICE_WEIGHT) -> CompactSER:
     """One module: the fixed front ends and the trained heads (averaged as probabilities), mixed
     log-linearly with the voice head when there is one."""
     model = CompactSER(pitch=pitch, heads=list(members), voice=voice, voice_head=voice_head,

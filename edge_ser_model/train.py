@@ -118,7 +118,7 @@ def train_head(
             best_state = copy.deepcopy(head.state_dict())
         else:
             bad += 1
-            if bad >= cfg.patience:
+            if cfg.patience > 0 and bad >= cfg.patience:
                 break
     if use_val:
         head.load_state_dict(best_state)

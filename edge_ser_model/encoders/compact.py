@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_ser import LABELS, SAMPLE_RATE
+from edge_ser_model import VOICE_WEIGHT
 from edge_ser_model.encoders.compact_frontend import EPS, LogMelFrontEnd, hann_dft_kernel
 from edge_ser_model.encoders.compact_spectral import N_SPECTRAL, SpectralFunctionals, masked_max
 
@@ -187,7 +188,7 @@ class CompactSER(nn.Module):
 
     def __init__(self, n_mels: int = 64, pitch: bool = True,
                  heads: list[CompactHead] | None = None, voice: VoiceFeatures | None = None,
-                 voice_head: VoiceHead | None = None, voice_weight: float = 0.2,
+                 voice_head: VoiceHead | None = None, voice_weight: float = VOICE_WEIGHT,
                  **head_kw: float) -> None:
         super().__init__()
         self.features = CompactFeatures(n_mels=n_mels, pitch=pitch)
