@@ -101,6 +101,8 @@ def _load(args: argparse.Namespace) -> tuple[list[object], object, object]:
 
     if not 0.0 <= args.voice_weight <= 1.0:
         raise EdgeSerError(f"--voice-weight: {args.voice_weight} is not between 0 and 1")
+    if args.patience < 0:
+        raise EdgeSerError(f"--patience: {args.patience} is negative (0: no early stopping)")
     torch.set_num_threads(args.threads)
     # the voice weights are checked before minutes of feature extraction, not after
     voice_fe = None if args.no_voice else VoiceFeatures(args.voice_weights,

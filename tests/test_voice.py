@@ -128,6 +128,16 @@ def test_cli_refuses_a_voice_weight_outside_0_1(tmp_path: Path) -> None:
     assert not (tmp_path / "models").exists()
 
 
+def test_cli_refuses_a_negative_patience(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "edge_ser_model", "evaluate", "--patience", "-1",
+           "--out", str(tmp_path / "eval")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "edge-ser-model evaluate: error: --patience: -1 is negative (0: no early stopping)"]
+    assert not (tmp_path / "eval").exists()
+
+
 def test_voice_head_is_a_logistic_regression() -> None:
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 30)
