@@ -84,6 +84,36 @@ def test_features_ignore_padding_and_level(branch: VoiceFeatures, examples: Path
     assert np.max(np.abs(a - pair)) < 1e-4  # batch mates change nothing
 
 
+def test_partials_run_as_one_batch_from_zero_state(examples: Path) -> None:
+    """The LSTMs run on 4-s partials in one batch: the statistics must equal running every
+    layer on each partial's frames alone (zero state at every partial's start)."""
+    from edge_ser_model.encoders.compact import masked_mean_std
+    from edge_ser_model.encoders.compact_frontend import speech_blocks
+
+    torch.manual_seed(0)
+    branch = VoiceFeatures(random_init=True, partial=100).eval()
+    x = torch.from_numpy(_window(examples, "anger-ravdess-03.wav"))[None]
+    with torch.no_grad():
+        got = branch(x)[0]
+        power, mask = branch.spectrum(x)
+        blocks, _ = speech_blocks(x, branch.hop)
+        ms = (blocks * blocks).sum(-1).mul(mask).sum(1) / (mask.sum(1) * branch.hop)
+        h = torch.matmul(branch.mel, power).transpose(1, 2) * (1e-3 / (ms + 1e-12))
+        want = []
+        for lstm in branch.lstms:  # 798 frames: seven partials of 100 and one of 98
+            h = torch.cat([lstm(h[:, i : i + 100])[0] for i in range(0, h.shape[1], 100)], 1)
+            want += masked_mean_std(h.transpose(1, 2), mask)
+        whole = VoiceFeatures(random_init=True, partial=100000).eval()
+        whole.load_state_dict(branch.state_dict())
+        unchunked = whole(x)[0]
+    assert mask.sum() > 200  # the speech spans three partials
+    assert torch.allclose(got, torch.cat(want, 1)[0], rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(got, unchunked, rtol=1e-3, atol=1e-7)  # resets change states
+    assert "partial=100" in repr(branch)  # part of the feature-cache key
+    with pytest.raises(ValueError, match="partial"):
+        VoiceFeatures(random_init=True, partial=0)
+
+
 def test_pretrained_weights_are_not_random(branch: VoiceFeatures, examples: Path) -> None:
     rand = VoiceFeatures(random_init=True).eval()
     windows = torch.from_numpy(np.stack([_window(examples, n) for n in (
