@@ -224,6 +224,14 @@ def test_tiny_training_export_int8(examples: Path, tmp_path: Path) -> None:
     windows = calibration_windows(clips, n=8)
     quantize_compact(fp32, int8, windows)
     check_contract(int8)
+    # voice LSTM layers 2-3 run int8; layer 1 (its input is a mel power spectrum) keeps fp32
+    # weights straight from initializers, which onnxruntime prepacks (no DequantizeLinear)
+    graph = onnx.load(str(int8)).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("DynamicQuantizeLSTM") == 2 and ops.count("LSTM") == 1, ops
+    lstm = next(n for n in graph.node if n.op_type == "LSTM")
+    inits = {i.name: i.data_type for i in graph.initializer}
+    assert all(inits.get(w) == onnx.TensorProto.FLOAT for w in lstm.input[1:4]), lstm.input
     assert read_metadata(int8)["quantization"].startswith("int8")
     a, b = logits(fp32, windows), logits(int8, windows)
     assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.75
