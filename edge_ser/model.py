@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "logits"
 REQUIRED_KEYS = ("labels", "sample_rate", "window_s", "preprocessing", "encoder")
+#: optional ``batching`` metadata: ``per-window`` makes every window a call of its own, for a
+#: graph whose scores depend on batch mates (dynamic int8 scales span the whole batch)
+BATCHING = ("independent", "per-window")
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,10 @@ def _info_from(path: Path, session: ort.InferenceSession) -> ModelInfo:
             evaluation = json.loads(evaluation)
         except json.JSONDecodeError:
             log.warning("%s: metadata 'evaluation' is not valid JSON; kept as text", path)
+    batching = meta.get("batching", BATCHING[0])
+    if batching not in BATCHING:
+        raise ModelError(f"{path}: metadata batching '{batching}' is not one of "
+                         f"{', '.join(BATCHING)}")
     samples = inp.shape[1] if isinstance(inp.shape[1], int) and inp.shape[1] > 0 else None
     return ModelInfo(
         path=path,
@@ -192,7 +199,8 @@ class OnnxModel:
         self._session = _open_session(self.path, options)
         self._info = _info_from(self.path, self._session)
         shape0 = self._session.get_inputs()[0].shape[0]
-        self._batch_one = isinstance(shape0, int) and shape0 == 1
+        self._batch_one = (isinstance(shape0, int) and shape0 == 1) or \
+            self._info.metadata.get("batching") == "per-window"
         log.info(
             "loaded model %s (encoder %s, %s, threads %d, arena %s, low memory %s)",
             self._info.name, self._info.encoder, self._info.quantization or "?", threads,

@@ -233,6 +233,7 @@ def test_tiny_training_export_int8(examples: Path, tmp_path: Path) -> None:
     inits = {i.name: i.data_type for i in graph.initializer}
     assert all(inits.get(w) == onnx.TensorProto.FLOAT for w in lstm.input[1:4]), lstm.input
     assert read_metadata(int8)["quantization"].startswith("int8")
+    assert read_metadata(int8)["batching"] == "per-window"  # dynamic int8 scales span a batch
     a, b = logits(fp32, windows), logits(int8, windows)
     assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.75
     assert np.max(np.abs(a - b)) < 0.5
