@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=Path("models/eval"))
     ev.add_argument("--no-baseline", action="store_true")
     ex = sub.add_parser("export", help="export an encoder to ONNX and int8")
-    from edge_ser_model.export import add_export_arguments
+    from edge_ser_model.export_cli import add_export_arguments
 
     add_export_arguments(ex)
     return parser
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_evaluate(args)
         if args.command == "train":
             return run_train(args)
-        from edge_ser_model.export import run_export
+        from edge_ser_model.export_cli import run_export
 
         rc: int = run_export(args)
         return rc

@@ -1,12 +1,11 @@
 """Export an encoder (waveform -> logits) to ONNX with the model contract, then to int8.
 
-``edge-ser-model export`` (wired by ``edge_ser_model/cli.py``) calls :func:`add_export_arguments`
-and :func:`run_export`; the benchmarks call :func:`export_distilhubert`.
+``edge-ser-model export`` (``edge_ser_model/export_cli.py``) and the benchmarks call
+:func:`export_distilhubert`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -21,7 +20,7 @@ import torch
 from numpy.typing import NDArray
 
 from edge_ser import LABELS, SAMPLE_RATE, WINDOW_S
-from edge_ser.errors import EdgeSerError, ModelError
+from edge_ser.errors import ModelError
 from edge_ser.preprocess import DESCRIPTION
 
 log = logging.getLogger(__name__)
@@ -159,15 +158,18 @@ def export_distilhubert(
     scheme: str = "auto", calibration_data: str | Path | None = None,
     checkpoint: str | Path | None = None, expected_sha256: str | None = None,
     n_calibration: int = 32, n_check: int = 100, window_s: float = WINDOW_S, seed: int = 0,
-    use_default_sha256: bool = True,
+    use_default_sha256: bool = True, timing_reps: int = 5,
 ) -> dict[str, Any]:
-    """Build DistilHuBERT (+ head), write ``distilhubert.fp32.onnx``, ``distilhubert.int8.onnx``
-    and ``distilhubert.report.json`` under ``out_dir``; return the report.
+    """Build DistilHuBERT (+ head), write ``distilhubert.fp32.onnx``, ``distilhubert.int8.onnx``,
+    ``distilhubert.report.json`` and ``distilhubert.MODEL_CARD.md`` (``card.py``: the figures
+    beside issue 5's targets) under ``out_dir``; return the report. ``timing_reps`` windows
+    are timed per variant at one thread (0: no latency figures).
 
     With ``random_init`` and no ``checkpoint`` the head gets a data-dependent init on real speech
     so the logits spread across classes (see ``DistilHubertClassifier.init_head_from_data``).
     Calibration and check windows are disjoint clips of ``calibration_data``.
     """
+    from edge_ser_model.card import latency, write_card
     from edge_ser_model.encoders.distilhubert import EXPECTED_SHA256, DistilHubertClassifier
     from edge_ser_model.quantize import (
         agreement,
@@ -199,14 +201,20 @@ def export_distilhubert(
                          training_data="none (head not trained)" if checkpoint is None
                          else "see checkpoint")
     fp32, int8 = out / "distilhubert.fp32.onnx", out / "distilhubert.int8.onnx"
-    report: dict[str, Any] = {"encoder": "distilhubert", "weights": kind, "window_s": window_s}
+    report: dict[str, Any] = {"encoder": "distilhubert", "weights": kind, "window_s": window_s,
+                              "head": "not trained (data-dependent random init)"
+                              if checkpoint is None else f"checkpoint {Path(checkpoint).name}"}
     report["fp32"] = export_onnx(model.for_export(), fp32, meta, window_s)
     report["int8"] = quantize_int8(fp32, int8, calib, scheme)
     check_contract(int8, window_s)
     report["int8_vs_fp32"] = agreement(logits(fp32, check, batch=4), logits(int8, check, batch=4))
     report["check_windows_from"] = str(calibration_data or default_calibration_source())
+    if timing_reps > 0:
+        report["latency_1_thread"] = latency(fp32, int8, model.for_export(), check[0],
+                                             timing_reps)
     (out / "distilhubert.report.json").write_text(json.dumps(report, indent=2) + "\n")
-    log.info("distilhubert int8 vs fp32: %s", report["int8_vs_fp32"])
+    card = write_card(report, out)
+    log.info("distilhubert int8 vs fp32: %s; model card %s", report["int8_vs_fp32"], card)
     return report
 
 
@@ -224,65 +232,3 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> None:
     head_missing = [k for k in missing if not k.startswith("encoder.")]
     if head_missing or unexpected:
         raise ModelError(f"{path}: missing {head_missing[:3]}, unexpected {list(unexpected)[:3]}")
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder", choices=("distilhubert", "compact"), default="distilhubert")
-    src = parser.add_mutually_exclusive_group()
-    src.add_argument("--weights", type=Path, metavar="DIR",
-                     help="local ntu-spml/distilhubert directory holding pytorch_model.bin")
-    src.add_argument("--random-init", action="store_true",
-                     help="the exact architecture with random weights (for tests and benchmarks)")
-    parser.add_argument("--sha256", default=None,
-                        help="expected sha256 of pytorch_model.bin (default: the published one)")
-    parser.add_argument("--no-sha256-check", action="store_true")
-    parser.add_argument("--checkpoint", type=Path, metavar="PT",
-                        help="trained state dict (torch.save) to load before export")
-    parser.add_argument("--out", type=Path, default=Path("build/models"), metavar="DIR")
-    parser.add_argument("--scheme", default="auto",
-                        help="int8 scheme: auto (= qdq) or one of edge_ser_model.quantize.SCHEMES")
-    parser.add_argument("--calibration-data", type=Path, metavar="DIR",
-                        help="real speech (corpus dirs with manifest.csv, or WAVs); "
-                        "default ../shared/data, else examples/clips")
-    parser.add_argument("--window-s", type=float, default=WINDOW_S)
-
-
-def _export_compact(args: argparse.Namespace) -> dict[str, Any]:
-    from edge_ser_model.encoders import build_encoder
-    from edge_ser_model.quantize import agreement, quantize_int8, speech_files, speech_windows
-
-    module = build_encoder("compact")
-    if args.checkpoint is not None:
-        load_checkpoint(module, args.checkpoint)
-    files = speech_files(args.calibration_data or default_calibration_source())
-    out: Path = args.out
-    fp32, int8 = out / "compact.fp32.onnx", out / "compact.int8.onnx"
-    meta = base_metadata("compact", "edge-ser-compact-fp32", args.window_s)
-    report: dict[str, Any] = {"encoder": "compact",
-                              "fp32": export_onnx(module, fp32, meta, args.window_s)}
-    report["int8"] = quantize_int8(fp32, int8, speech_windows(files, 64, 0, args.window_s),
-                                   args.scheme)
-    check = speech_windows(files, 100, 1, args.window_s)
-    report["int8_vs_fp32"] = agreement(logits(fp32, check, batch=8), logits(int8, check, batch=8))
-    (out / "compact.report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """``edge-ser-model export``: fp32 + int8 ONNX and a JSON report under ``--out``."""
-    if args.encoder == "distilhubert":
-        if args.weights is None and not args.random_init:
-            raise EdgeSerError("export: distilhubert needs --weights DIR or --random-init")
-        report = export_distilhubert(
-            args.out, weights_dir=args.weights, random_init=args.random_init,
-            scheme=args.scheme, calibration_data=args.calibration_data,
-            checkpoint=args.checkpoint, expected_sha256=args.sha256,
-            use_default_sha256=not args.no_sha256_check, window_s=args.window_s)
-    else:
-        report = _export_compact(args)
-    agree = report["int8_vs_fp32"]
-    print(f"{args.encoder}: fp32 {report['fp32']['size_mb']:.1f} MB, int8 "
-          f"{report['int8']['size_mb']:.1f} MB ({report['int8']['scheme']}); int8/fp32 argmax "
-          f"agreement {agree['argmax_agreement']:.3f} on {agree['windows']:.0f} real windows, "
-          f"mean |logit diff| {agree['mean_abs_logit_diff']:.3g}; written to {args.out}")
-    return 0

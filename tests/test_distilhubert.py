@@ -121,7 +121,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     out = tmp_path_factory.mktemp("distilhubert")
     report = export_distilhubert(
         out, random_init=True, calibration_data=data or EXAMPLES / "clips",
-        n_calibration=16, n_check=48 if data else 12,
+        n_calibration=16, n_check=48 if data else 12, timing_reps=2,
     )
     return out, report
 
@@ -146,6 +146,47 @@ def test_export_int8_contract_size(exported: tuple[Path, dict[str, Any]]) -> Non
     meta = read_metadata(int8)
     assert meta["encoder"] == "distilhubert" and meta["labels"] == ",".join(LABELS)
     assert meta["quantization"].startswith("int8") and meta["sample_rate"] == "16000"
+
+
+@pytest.mark.slow
+def test_export_writes_its_model_card(exported: tuple[Path, dict[str, Any]]) -> None:
+    from edge_ser_model.card import figures
+
+    out, report = exported
+    card = (out / "distilhubert.MODEL_CARD.md").read_text()
+    assert "not a speech-emotion model" in card  # random weights say so first
+    lat = report["latency_1_thread"]
+    assert lat["int8_ms"] > 0 and lat["fp32_ms"] > 0 and lat["torch_eager_ms"] > 0
+    got = figures(report)
+    assert f"{report['int8']['size_mb']:.2f} MB" in card
+    assert f"{100 * got['argmax_agreement']:.1f} %" in card
+    assert f"{got['int8_vs_fp32_speedup']:.2f} x" in card
+    assert card.count("| pass |") + card.count("| **FAIL** |") == 4
+
+
+def test_model_card_verdicts() -> None:
+    """Each target row is judged against its limit; real weights drop the warning."""
+    from edge_ser_model.card import card_text
+
+    report: dict[str, Any] = {
+        "weights": "ntu-spml/distilhubert", "window_s": 8.0, "head": "checkpoint head.pt",
+        "fp32": {"size_mb": 94.9, "max_abs_diff_vs_torch": 1e-5},
+        "int8": {"scheme": "qdq", "size_mb": 24.5},
+        "int8_vs_fp32": {"windows": 100.0, "argmax_agreement": 0.995,
+                         "mean_abs_logit_diff": 0.05, "fp32_logit_std": 2.0},
+        "latency_1_thread": {"fp32_ms": 400.0, "int8_ms": 200.0, "torch_eager_ms": 250.0,
+                             "reps": 5.0},
+    }
+    card = card_text(report)
+    assert "not a speech-emotion model" not in card and "Apache-2.0" in card
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in card.splitlines()
+            if line.startswith("| int8")}
+    assert rows["int8 file size"].endswith("| **FAIL** |")  # 24.5 MB > 24 MB
+    assert rows["int8 speed-up vs its fp32 ONNX (1 thread)"].endswith("| pass |")  # 2x
+    assert rows["int8 speed-up vs PyTorch eager (1 thread)"].endswith("| **FAIL** |")  # 1.25x
+    assert rows["int8/fp32 argmax agreement on real speech"].endswith("| pass |")
+    del report["latency_1_thread"]
+    assert card_text(report).count("not measured") == 2
 
 
 @pytest.mark.slow

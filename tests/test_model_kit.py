@@ -276,3 +276,14 @@ def test_shipped_model_contract() -> None:
     assert meta["encoder"] == "compact" and "non-commercial" in meta["license"]
     assert "RAVDESS" in meta["training_data"]
     json.loads(meta["evaluation"])
+
+
+def test_cli_help_does_not_import_torch() -> None:
+    """``edge-ser-model --help`` (and every sub-command's arguments) stays light: torch is
+    imported only when a command runs."""
+    code = ("import sys; from edge_ser_model.cli import build_parser; build_parser(); "
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
