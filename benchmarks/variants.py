@@ -95,7 +95,7 @@ _BUILD_SCRIPT = (
     "import json, sys\n"
     "from pathlib import Path\n"
     "from edge_ser_model.export import export_distilhubert\n"
-    "r = export_distilhubert(Path(sys.argv[1]), random_init=True)\n"
+    "r = export_distilhubert(Path(sys.argv[1]), random_init=True, timing_reps=0)\n"
     "print('BENCH-RESULT ' + json.dumps(r, default=str))\n"
 )
 

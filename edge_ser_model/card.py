@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from edge_ser_model.quantize import DESCRIPTIONS
 
-#: issue 5's DistilHuBERT targets: key, what, limit, whether the value must be at least it
+#: issue 5's DistilHuBERT targets: key, what, limit, whether the value must be at least it, unit
 TARGETS = (
     ("int8_size_mb", "int8 file size", 24.0, False, "MB"),
     ("int8_vs_fp32_speedup", "int8 speed-up vs its fp32 ONNX (1 thread)", 1.0, True, "x"),
@@ -132,7 +132,8 @@ def card_text(report: dict[str, Any]) -> str:
         f"{report['fp32']['max_abs_diff_vs_torch']:.1e}.",
     ]
     if lat:
-        lines += ["", f"Latency (one 8-s window, 1 thread, median of {int(lat['reps'])} after a "
+        lines += ["", f"Latency (one {report['window_s']:g}-s window, 1 thread, median of "
+                  f"{int(lat['reps'])} after a "
                   f"warm-up, on the exporting machine): fp32 ONNX {lat['fp32_ms']:.0f} ms, int8 "
                   f"{lat['int8_ms']:.0f} ms, PyTorch eager (the same module) "
                   f"{lat['torch_eager_ms']:.0f} ms. "

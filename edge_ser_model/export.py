@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from edge_ser import LABELS, SAMPLE_RATE, WINDOW_S
 from edge_ser.errors import ModelError
+from edge_ser.model import BATCHING
 from edge_ser.preprocess import DESCRIPTION
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ def check_contract(path: str | Path, window_s: float = WINDOW_S) -> None:
         raise ModelError(f"{path}: metadata lacks {', '.join(missing)}")
     if meta["labels"] != ",".join(LABELS):
         raise ModelError(f"{path}: labels {meta['labels']!r} != {','.join(LABELS)!r}")
+    if meta.get("batching", BATCHING[0]) not in BATCHING:
+        raise ModelError(f"{path}: batching {meta['batching']!r} not in {BATCHING}")
     sess = session(path)
     ins, outs = sess.get_inputs(), sess.get_outputs()
     if [i.name for i in ins] != ["waveform"] or ins[0].type != "tensor(float)":

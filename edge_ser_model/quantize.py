@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 #: The scheme ``auto`` resolves to (see docs/distilhubert.md for the measurements).
 DEFAULT_SCHEME = "qdq"
 #: Conv weights (name fragments) whose convs keep fp32 activations, per mixed scheme; their
-#: weights are still stored as int8 (weight-only, dequantized at load).
+#: weights are still stored as int8 (weight-only, dequantized on every run).
 FP32_ACTIVATION_CONVS = {
     "qdq-late-fp32": ("conv_layers.5.", "conv_layers.6."),
     "qdq-front-fp32": ("conv_layers.",),

@@ -230,9 +230,11 @@ def test_tiny_training_export_int8(examples: Path, tmp_path: Path) -> None:
     ops = [n.op_type for n in graph.node]
     assert ops.count("DynamicQuantizeLSTM") == 2 and ops.count("LSTM") == 1, ops
     lstm = next(n for n in graph.node if n.op_type == "LSTM")
+    assert lstm.name == "/lstms.0/LSTM", lstm.name  # the one reading the mel spectrum
     inits = {i.name: i.data_type for i in graph.initializer}
     assert all(inits.get(w) == onnx.TensorProto.FLOAT for w in lstm.input[1:4]), lstm.input
     assert read_metadata(int8)["quantization"].startswith("int8")
+    assert "DynamicQuantizeLSTM" in read_metadata(int8)["quantization"]
     assert read_metadata(int8)["batching"] == "per-window"  # dynamic int8 scales span a batch
     a, b = logits(fp32, windows), logits(int8, windows)
     assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.75
