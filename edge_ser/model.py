@@ -52,6 +52,7 @@ class ModelInfo:
     evaluation: dict[str, Any] | str = ""
     contract: str = ""
     samples: int | None = None  # fixed input length, or None when dynamic
+    batching: str = BATCHING[0]  # "per-window": one window per call (see BATCHING)
     metadata: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -129,10 +130,7 @@ def _info_from(path: Path, session: ort.InferenceSession) -> ModelInfo:
             evaluation = json.loads(evaluation)
         except json.JSONDecodeError:
             log.warning("%s: metadata 'evaluation' is not valid JSON; kept as text", path)
-    batching = meta.get("batching", BATCHING[0])
-    if batching not in BATCHING:
-        raise ModelError(f"{path}: metadata batching '{batching}' is not one of "
-                         f"{', '.join(BATCHING)}")
+    batching = batching_of(path, meta)
     samples = inp.shape[1] if isinstance(inp.shape[1], int) and inp.shape[1] > 0 else None
     return ModelInfo(
         path=path,
@@ -148,8 +146,18 @@ def _info_from(path: Path, session: ort.InferenceSession) -> ModelInfo:
         evaluation=evaluation,
         contract=meta.get("edge_ser.contract", ""),
         samples=samples,
+        batching=batching,
         metadata=meta,
     )
+
+
+def batching_of(path: str | Path, meta: dict[str, str]) -> str:
+    """The metadata's ``batching`` (default ``independent``); an unknown value is refused."""
+    batching = meta.get("batching", BATCHING[0])
+    if batching not in BATCHING:
+        raise ModelError(f"{path}: metadata batching '{batching}' is not one of "
+                         f"{', '.join(BATCHING)}")
+    return batching
 
 
 def _open_session(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
@@ -200,7 +208,7 @@ class OnnxModel:
         self._info = _info_from(self.path, self._session)
         shape0 = self._session.get_inputs()[0].shape[0]
         self._batch_one = (isinstance(shape0, int) and shape0 == 1) or \
-            self._info.metadata.get("batching") == "per-window"
+            self._info.batching == "per-window"
         log.info(
             "loaded model %s (encoder %s, %s, threads %d, arena %s, low memory %s)",
             self._info.name, self._info.encoder, self._info.quantization or "?", threads,

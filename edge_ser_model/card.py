@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,8 @@ def latency(fp32: Path, int8: Path, module: torch.nn.Module, window: NDArray[np.
     x = np.ascontiguousarray(window[None, :], dtype=np.float32)
     out: dict[str, float] = {}
     for name, path in (("fp32_ms", fp32), ("int8_ms", int8)):
-        sess = session(path, threads=1)
-
-        def run(sess: Any = sess) -> object:
-            return sess.run(["logits"], {"waveform": x})
-
-        out[name] = median_ms(run, reps)
-        del sess
+        out[name] = median_ms(partial(session(path, threads=1).run, ["logits"], {"waveform": x}),
+                              reps)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from edge_ser import LABELS, SAMPLE_RATE, WINDOW_S
 from edge_ser.errors import ModelError
-from edge_ser.model import BATCHING
+from edge_ser.model import batching_of
 from edge_ser.preprocess import DESCRIPTION
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ def check_contract(path: str | Path, window_s: float = WINDOW_S) -> None:
         raise ModelError(f"{path}: metadata lacks {', '.join(missing)}")
     if meta["labels"] != ",".join(LABELS):
         raise ModelError(f"{path}: labels {meta['labels']!r} != {','.join(LABELS)!r}")
-    if meta.get("batching", BATCHING[0]) not in BATCHING:
-        raise ModelError(f"{path}: batching {meta['batching']!r} not in {BATCHING}")
+    batching_of(path, meta)
     sess = session(path)
     ins, outs = sess.get_inputs(), sess.get_outputs()
     if [i.name for i in ins] != ["waveform"] or ins[0].type != "tensor(float)":
@@ -207,14 +206,14 @@ def export_distilhubert(
     report: dict[str, Any] = {"encoder": "distilhubert", "weights": kind, "window_s": window_s,
                               "head": "not trained (data-dependent random init)"
                               if checkpoint is None else f"checkpoint {Path(checkpoint).name}"}
-    report["fp32"] = export_onnx(model.for_export(), fp32, meta, window_s)
+    exported = model.for_export()
+    report["fp32"] = export_onnx(exported, fp32, meta, window_s)
     report["int8"] = quantize_int8(fp32, int8, calib, scheme)
     check_contract(int8, window_s)
     report["int8_vs_fp32"] = agreement(logits(fp32, check, batch=4), logits(int8, check, batch=4))
     report["check_windows_from"] = str(calibration_data or default_calibration_source())
     if timing_reps > 0:
-        report["latency_1_thread"] = latency(fp32, int8, model.for_export(), check[0],
-                                             timing_reps)
+        report["latency_1_thread"] = latency(fp32, int8, exported, check[0], timing_reps)
     (out / "distilhubert.report.json").write_text(json.dumps(report, indent=2) + "\n")
     card = write_card(report, out)
     log.info("distilhubert int8 vs fp32: %s; model card %s", report["int8_vs_fp32"], card)

@@ -151,7 +151,7 @@ def test_shipped_scores_do_not_depend_on_batch_mates(shipped_model: Path,
     so it asks (metadata ``batching: per-window``) to run one window per call: a window's scores
     are then the same whichever windows the pipeline happens to batch with it."""
     model = OnnxModel(shipped_model)
-    assert model.info.metadata.get("batching") == "per-window"
+    assert model.info.batching == "per-window"
     together = model.logits(batch)
     alone = np.concatenate([model.logits(batch[i : i + 1]) for i in range(len(batch))])
     assert np.array_equal(together, alone)
