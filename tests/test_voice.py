@@ -148,24 +148,19 @@ def test_cli_names_a_bad_weights_file(tmp_path: Path) -> None:
     assert "missing.pt" in last and "Traceback" not in proc.stderr
 
 
-def test_cli_refuses_a_voice_weight_outside_0_1(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "edge_ser_model", "train", "--voice-weight", "2",
-           "--out", str(tmp_path / "models")]
+@pytest.mark.parametrize(("command", "option", "value", "error"), [
+    ("train", "--voice-weight", "2", "--voice-weight: 2.0 is not between 0 and 1"),
+    ("evaluate", "--patience", "-1", "--patience: -1 is negative (0: no early stopping)"),
+])
+def test_cli_refuses_a_bad_setting_before_any_work(
+    tmp_path: Path, command: str, option: str, value: str, error: str
+) -> None:
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "edge_ser_model", command, option, value, "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines() == [
-        "edge-ser-model train: error: --voice-weight: 2.0 is not between 0 and 1"]
-    assert not (tmp_path / "models").exists()
-
-
-def test_cli_refuses_a_negative_patience(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "edge_ser_model", "evaluate", "--patience", "-1",
-           "--out", str(tmp_path / "eval")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines() == [
-        "edge-ser-model evaluate: error: --patience: -1 is negative (0: no early stopping)"]
-    assert not (tmp_path / "eval").exists()
+    assert proc.stderr.strip().splitlines() == [f"edge-ser-model {command}: error: {error}"]
+    assert not out.exists()
 
 
 def test_voice_head_is_a_logistic_regression() -> None:
