@@ -40,10 +40,26 @@ def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
         ("vad:\n  aggressiveness: 2\n  hangover_ms: lots\n", 3, "vad.hangover_ms", "integer"),
         ("source:\n  type: microphone\n", 2, "source.type", "'mic', 'file' or 'stdin'"),
         ("mqtt:\n  qos: 3\n", 2, "mqtt.qos", "0, 1 or 2"),
-        ("budgets:\n  thermal:\n    soft_c: 90\n    hard_c: 80\n", 2, "budgets.thermal",
-         "soft_c must be below hard_c"),
+        ("budgets:\n  thermal:\n    soft_c: 90\n    hard_c: 80\n", 3, "budgets.thermal.soft_c",
+         "must be below hard_c"),
         ("budgets:\n  memory:\n    rss_mb: -1\n", 3, "budgets.memory.rss_mb", "greater than 0"),
-        ("source:\n  type: file\n", 1, "source", "needs source.path"),
+        ("source:\n  type: file\n", 2, "source.type", "needs source.path"),
+        ("windows:\n  length_s: 4\n  hop_s: 6\n", 3, "windows.hop_s", "must not exceed"),
+        ("mqtt:\n  reconnect_max_s: 5\n  reconnect_min_s: 9\n", 3, "mqtt.reconnect_min_s",
+         "must not exceed mqtt.reconnect_max_s"),
+        ("mqtt:\n  reconnect_min_s: 0.5\n", 2, "mqtt.reconnect_min_s", "valid integer"),
+        ("source:\n  device: [1, 2]\n", 2, "source.device", "valid string"),
+        ("mqtt:\n  stop_flush_s: 30\n", 2, "mqtt.stop_flush_s", "less than or equal to 9"),
+        ("mqtt:\n  connect_wait_s: .inf\n", 2, "mqtt.connect_wait_s", "finite number"),
+        ("budgets:\n  thermal:\n    soft_c: .nan\n", 3, "budgets.thermal.soft_c", "finite"),
+        ("mqtt:\n  discovery_prefix: 'ha/+'\n", 2, "mqtt.discovery_prefix", "pattern"),
+        ("mqtt:\n  host: 'broker:1883'\n", 2, "mqtt.host", "without ':port'"),
+        ("mqtt:\n  host: ''\n", 2, "mqtt.host", "at least 1 character"),
+        ("mqtt:\n  host: h\n  password_file: pw\n", 3, "mqtt.password_file",
+         "mqtt.username is not"),
+        ("mqtt:\n  tls:\n    keyfile: k.pem\n", 3, "mqtt.tls.keyfile", "certfile is not"),
+        ("windows:\n  hop_s: 0.001\n", 2, "windows.hop_s", "greater than or equal to 0.5"),
+        ("budgets:\n  duty_cycle: 1e-300\n", 2, "budgets.duty_cycle", "0.05"),
         ("logging:\n  level: LOUD\n", 2, "logging.level", "DEBUG"),
     ],
 )
@@ -54,8 +70,29 @@ def test_errors_name_file_line_and_key(
     with pytest.raises(ConfigError) as info:
         load_config(path)
     msg = str(info.value)
-    assert msg.startswith(f"{path}:{line}: {key}: "), msg
+    assert re.match(rf"{re.escape(f'{path}:{line}: {key}')}[: ]", msg), msg  # "key: why"/"key why"
     assert why in msg and "\n" not in msg
+
+
+def test_hostile_yaml_is_one_line_error_not_a_hang(tmp_path: Path) -> None:
+    """Alias bombs, self-referencing aliases, deep nesting and non-UTF-8 bytes."""
+    levels = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    levels += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]"
+               for i in range(12)]  # 10**13 leaves once expanded
+    cases = [
+        ("\n".join(levels) + "\n", "more than 100 YAML aliases"),
+        ("vad: &v {x: *v}\n", ":1: vad.x: unknown key"),
+        ("a: " + "[" * 2000 + "]" * 2000 + "\n", "YAML nested too deeply"),
+    ]
+    for text, why in cases:
+        path = _write(tmp_path, text)
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert why in str(info.value) and "\n" not in str(info.value)
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"source:\n  type: mic\n  device: \"\xe9cho\"\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:3: not UTF-8 text"):
+        load_config(path)
 
 
 def test_bad_yaml_names_file_and_line(tmp_path: Path) -> None:
@@ -143,13 +180,43 @@ def test_check_config_refuses_missing_files(
         (f"source:\n  type: file\n  path: gone.wav\nmodel:\n  path: {tiny_model}\n",
          "source.path"),
         ("model:\n  path: gone.onnx\n", "model.path"),
-        (f"model:\n  path: {tiny_model}\nmqtt:\n  host: localhost\n  password_file: pw\n",
-         "mqtt.password_file"),
+        (f"model:\n  path: {tiny_model}\nmqtt:\n  host: localhost\n  username: u\n"
+         "  password_file: pw\n", "mqtt.password_file"),
     ]:
         assert main(["check-config", str(_write(tmp_path, text))]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("edge-ser check-config: error: ")
         assert key in lines[0] and "no such file" in lines[0]
+    # loaded as the daemon would: a CA file that is no certificate is refused at its line
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    bad_ca = _write(tmp_path, f"model:\n  path: {tiny_model}\nmqtt:\n  host: localhost\n"
+                              "  tls:\n    ca: ca.pem\n")
+    assert main(["check-config", str(bad_ca)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad_ca}:5: mqtt.tls: cannot load the certificates or key" in err
+
+
+def test_relative_password_file_is_found_beside_the_config(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """/etc/edge-ser/edge-ser.yaml with ``password_file: mqtt-password`` checks outside systemd
+    too ($CREDENTIALS_DIRECTORY is only set for the service, and looked in first)."""
+    (tmp_path / "mqtt-password").write_text("secret\n")
+    cfg = _write(tmp_path, f"model:\n  path: {tiny_model}\nmqtt:\n  host: localhost\n"
+                           "  username: u\n  password_file: mqtt-password\n")
+    monkeypatch.chdir("/")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert main(["check-config", str(cfg)]) == 0
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("from-systemd\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    from edge_ser.publish.credentials import find_credential
+
+    loaded = load_config(cfg)
+    assert find_credential(Path("mqtt-password"), loaded.mqtt.config_dir) == creds / "mqtt-password"
+    capsys.readouterr()
 
 
 def test_check_config_bad_key_exit_2_one_line(tmp_path: Path) -> None:

@@ -176,8 +176,8 @@ def test_password_file_and_credentials_directory(
 def test_sink_config_errors_are_one_line(tmp_path: Path) -> None:
     pw = tmp_path / "pw"
     pw.write_text("x")
-    with pytest.raises(PublishError, match="password_file is set but mqtt.username is not"):
-        MqttSink(_mq(host="h", password_file=pw), device_id="d")
+    with pytest.raises(ValueError, match="password_file is set but mqtt.username is not"):
+        _mq(host="h", password_file=pw)  # the config refuses it (check-config too)
     with pytest.raises(PublishError, match=r"^mqtt\.tls\.certfile: .*: no such file$"):
         MqttSink(_mq(host="h", tls=_tls(certfile=tmp_path / "c.pem")), "d")
     bad = tmp_path / "bad.pem"

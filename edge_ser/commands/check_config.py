@@ -1,8 +1,9 @@
 """``edge-ser check-config PATH``: validate a config file (and the files it names), then exit.
 
 Prints ``ok`` and exits 0, or prints the one-line error (file, line, key) and exits 2. Checks
-that the model file, the WAV file of a ``file`` source, the TLS files and the MQTT password file
-exist; onnxruntime is never loaded.
+what the daemon cannot run with (``voice_note`` pooling of a source that never ends), that the
+model file and the WAV file of a ``file`` source exist, and loads the MQTT password file and the
+TLS files as the daemon would; onnxruntime is never loaded.
 """
 
 from __future__ import annotations
@@ -18,33 +19,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="YAML config file to check")
 
 
-def _need_file(path: Path | None, key: str, source: str) -> None:
+def _need_file(path: Path | None, key: str, cfg: Config) -> None:
     if path is not None and not path.is_file():
-        raise ConfigError(f"{source}: {key}: no such file {path}")
+        raise ConfigError(f"{cfg.where(key)}: {key}: no such file {path}")
 
 
-def _password_path(cfg: Config) -> Path | None:
-    from edge_ser.publish.credentials import find_credential  # $CREDENTIALS_DIRECTORY first
-
-    p = cfg.mqtt.password_file
-    return None if p is None else find_credential(p)
-
-
-def check_files(cfg: Config, source: str) -> None:
-    """Raise :class:`ConfigError` for a referenced file that does not exist."""
-    _need_file(cfg.model.path, "model.path", source)
+def check_files(cfg: Config) -> None:
+    """Raise :class:`ConfigError` (file:line: key) for a referenced file that does not exist or,
+    for the broker's password and TLS files, that the daemon could not load."""
+    _need_file(cfg.model.path, "model.path", cfg)
     if cfg.source.type == "file":
-        _need_file(cfg.source.path, "source.path", source)
-    if cfg.mqtt.tls is not None:
-        _need_file(cfg.mqtt.tls.ca, "mqtt.tls.ca", source)
-        _need_file(cfg.mqtt.tls.certfile, "mqtt.tls.certfile", source)
-        _need_file(cfg.mqtt.tls.keyfile, "mqtt.tls.keyfile", source)
+        _need_file(cfg.source.path, "source.path", cfg)
     if cfg.mqtt.host is not None:
-        _need_file(_password_path(cfg), "mqtt.password_file", source)
+        import paho.mqtt.client as paho
+
+        from edge_ser.errors import PublishError
+        from edge_ser.publish.credentials import apply_credentials
+
+        try:  # exactly what the daemon does before it connects
+            apply_credentials(paho.Client(paho.CallbackAPIVersion.VERSION2), cfg.mqtt)
+        except PublishError as exc:
+            key = str(exc).split(":", 1)[0].split(" ", 1)[0]
+            raise ConfigError(f"{cfg.where(key)}: {exc}") from exc
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.path)
-    check_files(cfg, args.path)
+    cfg.check_daemon()
+    check_files(cfg)
     print("ok")
     return 0

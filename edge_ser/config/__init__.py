@@ -1,8 +1,10 @@
-"""Configuration: YAML into pydantic models (:mod:`.schema`), loaded with file:line errors
-(:mod:`.loader`). Import everything from here: ``from edge_ser.config import Config, load_config``.
+"""Configuration: YAML into pydantic models (:mod:`.schema`, :mod:`.mqtt`), loaded with
+file:line errors (:mod:`.loader`). Import everything from here:
+``from edge_ser.config import Config, load_config``.
 """
 
 from edge_ser.config.loader import load_config, parse_config
+from edge_ser.config.mqtt import MqttConfig, TlsConfig
 from edge_ser.config.schema import (
     DEFAULT_MODEL,
     REPO_ROOT,
@@ -12,10 +14,8 @@ from edge_ser.config.schema import (
     LoggingConfig,
     MemoryBudget,
     ModelConfig,
-    MqttConfig,
     SourceConfig,
     ThermalBudget,
-    TlsConfig,
     VadConfig,
     WindowConfig,
 )

@@ -22,17 +22,30 @@ log = logging.getLogger(__name__)
 
 # --- loading with line numbers ---------------------------------------------------------------
 
-def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+MAX_ALIAS_USES = 100  # a config has no use for more; a YAML "billion laughs" file has millions
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int],
+                seen: set[int]) -> None:
+    """Line of every key path; an alias (a node met before) is indexed once, not expanded."""
     out[path] = node.start_mark.line + 1
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             k = key.value
             out[path + (k,)] = key.start_mark.line + 1
-            _line_index(value, path + (k,), out)
+            _line_index(value, path + (k,), out, seen)
             out[path + (k,)] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _line_index(item, path + (i,), out)
+            _line_index(item, path + (i,), out, seen)
+
+
+def _alias_uses(text: str) -> int:
+    return sum(1 for t in yaml.scan(text, Loader=yaml.SafeLoader)
+               if isinstance(t, yaml.AliasToken))
 
 
 def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
@@ -47,8 +60,13 @@ def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | 
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Parse YAML text into a :class:`Config`; raise :class:`ConfigError` naming line and key."""
     try:
+        if _alias_uses(text) > MAX_ALIAS_USES:
+            raise ConfigError(f"{source}: more than {MAX_ALIAS_USES} YAML aliases (*name): "
+                              "refused, a config needs few")
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except RecursionError as exc:
+        raise ConfigError(f"{source}: YAML nested too deeply") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -60,12 +78,12 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}:1: the top level must be a mapping of sections")
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
-        _line_index(node, (), lines)
+        _line_index(node, (), lines, set())
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        loc = _key_of(err["loc"], err["msg"])
         line = _line_for(loc, lines)
         where = f"{source}:{line}" if line is not None else source
         key = ".".join(str(p) for p in loc) or "(top level)"
@@ -73,7 +91,25 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{where}: {key}: {msg}{more}") from exc
+        said = msg if msg.startswith(f"{key} ") else f"{key}: {msg}"  # a check naming its key
+        raise ConfigError(f"{where}: {said}{more}") from exc
+    cfg._origin = source
+    cfg._lines = {".".join(str(p) for p in k): v for k, v in lines.items() if k}
+    return cfg
+
+
+def _key_of(loc: tuple[Any, ...], msg: str) -> tuple[Any, ...]:
+    """The dotted key an error is about: pydantic's location without union-member names
+    (``device.str``, ``tls.TlsConfig``); for a check across fields, the key its message names."""
+    key = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p[:1].isupper()
+                                                                or p in _TYPE_NAMES)))
+    first = msg.removeprefix("Value error, ").split(" ", 1)[0].strip("'")
+    if "." in first and first.split(".")[:len(key)] == [str(p) for p in key]:
+        key = tuple(first.split("."))  # e.g. "windows.hop_s must not exceed windows.length_s"
+    return key
+
+
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -89,7 +125,11 @@ def load_config(path: str | Path | None) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{p}:{line}: not UTF-8 text (byte {exc.start})") from exc
     cfg = parse_config(text, str(p))
+    cfg.mqtt._config_dir = p.parent.resolve()  # password_file falls back to it
     return _resolve_paths(cfg, p.parent)
 
 
@@ -106,4 +146,5 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         cfg.mqtt.tls.ca = fix(cfg.mqtt.tls.ca)
         cfg.mqtt.tls.certfile = fix(cfg.mqtt.tls.certfile)
         cfg.mqtt.tls.keyfile = fix(cfg.mqtt.tls.keyfile)
+    cfg.budgets.thermal.zone = fix(cfg.budgets.thermal.zone) or cfg.budgets.thermal.zone
     return cfg

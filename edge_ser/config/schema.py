@@ -1,7 +1,8 @@
 """Configuration schema: pydantic models, one per section of the YAML file.
 
 Every field's description carries its unit; unknown keys are refused (``extra="forbid"``).
-Loading (with file:line errors) is in :mod:`edge_ser.config.loader`.
+The broker's section is in :mod:`edge_ser.config.mqtt`; loading (with file:line errors) is in
+:mod:`edge_ser.config.loader`.
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
+
+from edge_ser.config.base import Strict as _Strict
+from edge_ser.config.mqtt import MqttConfig
+from edge_ser.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO_ROOT / "models" / "edge-ser-compact.int8.onnx"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class SourceConfig(_Strict):
@@ -59,7 +60,14 @@ class SourceConfig(_Strict):
     def _file_needs_path(self) -> SourceConfig:
         if self.type == "file" and self.path is None:
             raise ValueError("source.type 'file' needs source.path")
+        if self.reopen_min_s > self.reopen_max_s:
+            raise ValueError("source.reopen_min_s must not exceed source.reopen_max_s")
         return self
+
+    @property
+    def endless(self) -> bool:
+        """A microphone or a looping file: input that never ends by itself."""
+        return self.type == "mic" or (self.type == "file" and self.loop)
 
 
 class VadConfig(_Strict):
@@ -75,7 +83,8 @@ class VadConfig(_Strict):
         description="Non-speech tolerated inside an utterance before it ends, in milliseconds.",
     )
     min_speech_ms: int = Field(
-        250, ge=0, description="Utterances shorter than this are ignored, in milliseconds."
+        250, ge=0, le=10000,
+        description="Utterances shorter than this are ignored, in milliseconds.",
     )
     max_utterance_s: float = Field(
         60.0, gt=0, description="An utterance longer than this is closed and reported, seconds."
@@ -91,9 +100,9 @@ class VadConfig(_Strict):
 
 
 class WindowConfig(_Strict):
-    length_s: float = Field(8.0, gt=0, le=30, description="Analysis window length in seconds.")
+    length_s: float = Field(8.0, ge=1, le=30, description="Analysis window length in seconds.")
     hop_s: float = Field(
-        8.0, gt=0, le=30, description="Step between window starts in seconds (<= length_s)."
+        8.0, ge=0.5, le=30, description="Step between window starts in seconds (<= length_s)."
     )
     min_s: float = Field(
         1.0, ge=0, description="A trailing piece shorter than this (seconds) is dropped unless "
@@ -133,57 +142,6 @@ class AggregateConfig(_Strict):
     )
 
 
-class TlsConfig(_Strict):
-    ca: Path | None = Field(None, description="CA certificate file (PEM) to verify the broker.")
-    certfile: Path | None = Field(None, description="Client certificate file (PEM).")
-    keyfile: Path | None = Field(None, description="Client private key file (PEM).")
-    insecure: bool = Field(False, description="Skip broker hostname verification (testing only).")
-
-
-class MqttConfig(_Strict):
-    host: str | None = Field(
-        None, description="Broker host name or address; null = print events as JSON lines."
-    )
-    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
-    client_id: str | None = Field(None, description="MQTT client id; null = edge-ser-<device_id>.")
-    username: str | None = Field(None, description="MQTT user name.")
-    password_file: Path | None = Field(
-        None,
-        description="File holding the MQTT password; a relative name is looked up in "
-        "$CREDENTIALS_DIRECTORY first (systemd LoadCredential=).",
-    )
-    tls: TlsConfig | None = Field(None, description="TLS settings; null = plain TCP.")
-    prefix: str = Field(
-        "edge-ser", pattern=r"^[^#+\s]+$", description="Topic prefix (no MQTT wildcards)."
-    )
-    device_id: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_-]+$",
-        description="Device id in topics (letters, digits, '_', '-'); null = host name.",
-    )
-    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
-    qos: Literal[0, 1, 2] = Field(1, description="QoS of emotion events.")
-    reconnect_min_s: float = Field(
-        1.0, gt=0, description="First reconnect delay in seconds (whole seconds, at least 1)."
-    )
-    reconnect_max_s: float = Field(
-        60.0, gt=0, description="Largest reconnect delay in seconds (doubling from the first)."
-    )
-    buffer_events: int = Field(
-        1000, ge=1, description="Events kept while the broker is away (count); oldest dropped."
-    )
-    discovery: bool = Field(True, description="Publish Home Assistant discovery configs.")
-    discovery_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix.")
-    stats_interval_s: float = Field(60.0, gt=0, description="Period of the stats topic, seconds.")
-    connect_wait_s: float = Field(
-        10.0, ge=0,
-        description="At start-up, wait this long (seconds) for the broker; a refusal "
-        "(credentials, TLS) within it stops the daemon, an unreachable broker does not.",
-    )
-    stop_flush_s: float = Field(
-        5.0, ge=0, description="On stop, wait this long (seconds) for buffered events to go out.",
-    )
-
-
 class MemoryBudget(_Strict):
     rss_mb: float = Field(
         400.0, gt=0,
@@ -214,7 +172,7 @@ class Budgets(_Strict):
     memory: MemoryBudget = Field(default_factory=MemoryBudget, description="Memory budget.")
     thermal: ThermalBudget = Field(default_factory=ThermalBudget, description="Thermal budget.")
     duty_cycle: float = Field(
-        1.0, gt=0, le=1.0,
+        1.0, ge=0.05, le=1.0,
         description="Largest share of wall time spent in inference (0-1, fraction).",
     )
 
@@ -234,3 +192,25 @@ class Config(_Strict):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Event output.")
     budgets: Budgets = Field(default_factory=Budgets, description="Resource budgets.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    _origin: str = PrivateAttr("<config>")
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        """``file:line`` of a dotted key (or of its nearest parent) in the YAML it came from."""
+        parts = key.split(".")
+        while parts:
+            line = self._lines.get(".".join(parts))
+            if line is not None:
+                return f"{self._origin}:{line}"
+            parts.pop()
+        return self._origin
+
+    def check_daemon(self) -> None:
+        """Raise :class:`ConfigError` for settings the daemon cannot run with (classify can)."""
+        if self.aggregate.mode == "voice_note" and self.source.endless:
+            raise ConfigError(
+                f"{self.where('aggregate.mode')}: aggregate.mode: 'voice_note' pools the whole "
+                f"input into one event, which a source that never ends ({self.source.type}"
+                f"{' with loop' if self.source.loop else ''}) would never publish: use "
+                "'utterance'"
+            )

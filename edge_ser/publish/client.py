@@ -43,8 +43,7 @@ def new_client(cfg: MqttConfig, client_id: str, will_topic: str) -> RecordingCli
     (``offline``, retained, on ``will_topic``); callbacks are the caller's to set."""
     client = RecordingClient(CallbackAPIVersion.VERSION2, client_id=client_id,
                              clean_session=True, protocol=paho.MQTTv311)
-    client.reconnect_delay_set(max(1, round(cfg.reconnect_min_s)),
-                               max(1, round(cfg.reconnect_max_s)))
+    client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
     client.max_inflight_messages_set(0)  # the sink's outbox bounds what it hands over
     apply_credentials(client, cfg)
     client.will_set(will_topic, "offline", qos=1, retain=True)

@@ -16,22 +16,21 @@ from edge_ser.errors import PublishError
 log = logging.getLogger(__name__)
 
 
-def find_credential(path: Path) -> Path:
+def find_credential(path: Path, config_dir: Path | None = None) -> Path:
     """An absolute path as is; a relative one in ``$CREDENTIALS_DIRECTORY`` first (systemd
-    ``LoadCredential=``), else relative to the working directory."""
+    ``LoadCredential=``), else in the config file's folder, else the working directory."""
     if path.is_absolute():
         return path
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        candidate = Path(cred_dir) / path
-        if candidate.is_file():
-            return candidate
-    return path
+    for folder in (Path(cred_dir) if cred_dir else None, config_dir):
+        if folder is not None and (folder / path).is_file():
+            return folder / path
+    return path if config_dir is None else config_dir / path
 
 
-def read_password(path: Path) -> str:
+def read_password(path: Path, config_dir: Path | None = None) -> str:
     """The password in ``path`` (its first line, without the newline)."""
-    real = find_credential(path)
+    real = find_credential(path, config_dir)
     try:
         text = real.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -49,10 +48,9 @@ def read_password(path: Path) -> str:
 
 def apply_credentials(client: paho.Client, cfg: MqttConfig) -> None:
     """Set user name, password and TLS on a paho client, before it connects."""
-    if cfg.password_file is not None and not cfg.username:
-        raise PublishError("mqtt.password_file is set but mqtt.username is not")
-    if cfg.username:
-        password = read_password(cfg.password_file) if cfg.password_file else None
+    if cfg.username:  # a password file without a user name is refused by the config
+        password = (read_password(cfg.password_file, cfg.config_dir) if cfg.password_file
+                    else None)
         client.username_pw_set(cfg.username, password)
     if cfg.tls is not None:
         apply_tls(client, cfg.tls)
@@ -64,8 +62,6 @@ def apply_tls(client: paho.Client, tls: TlsConfig) -> None:
         path = getattr(tls, key)
         if path is not None and not path.is_file():
             raise PublishError(f"mqtt.tls.{key}: {path}: no such file")
-    if tls.keyfile is not None and tls.certfile is None:
-        raise PublishError("mqtt.tls.keyfile is set but mqtt.tls.certfile is not")
     try:
         client.tls_set(
             ca_certs=str(tls.ca) if tls.ca else None,
