@@ -59,6 +59,8 @@ def read_wav(path: str | Path, rate: int = SAMPLE_RATE) -> Float32Array:
     Raises :class:`AudioError` with a one-line reason for anything that is not a readable WAV.
     """
     p = Path(path)
+    if p.is_dir():
+        raise AudioError(f"{p}: is a folder, not a WAV file")
     if not p.is_file():
         raise AudioError(f"{p}: no such file")
     from scipy.io import wavfile  # lazy, see resample()
@@ -74,8 +76,8 @@ def read_wav(path: str | Path, rate: int = SAMPLE_RATE) -> Float32Array:
         log.warning("%s: %s", p, w.message)
     if data.size == 0:
         raise AudioError(f"{p}: WAV file holds no samples")
-    if rate_in < 4000 or rate_in > 192_000:
-        raise AudioError(f"{p}: unsupported sample rate {rate_in} Hz")
+    if rate_in < 8000 or rate_in > 192_000:  # below 8 kHz the speech band is cut off
+        raise AudioError(f"{p}: unsupported sample rate {rate_in} Hz (8000-192000 Hz)")
     x = to_mono(pcm_to_float(data))
     if not np.all(np.isfinite(x)):
         raise AudioError(f"{p}: WAV file holds NaN or infinite samples")

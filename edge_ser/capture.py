@@ -26,6 +26,7 @@ from edge_ser import SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 Float32Array = NDArray[np.float32]
+DROP_WARN_EVERY_S = 60.0  # dropping audio is logged at WARNING at most this often
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class DropOldestQueue:
         self.dropped_chunks = 0
         self.dropped_samples = 0
         self.high_water = 0  # most samples ever queued at once
+        self._warned_at = -float("inf")
 
     # --- producer side ---------------------------------------------------------------------
     def put(self, audio: Float32Array, arrived: float | None = None) -> int:
@@ -80,7 +82,12 @@ class DropOldestQueue:
             self.high_water = max(self.high_water, self._samples)
             self._cond.notify()
         if dropped:
-            log.debug("capture queue full: dropped %d samples", dropped)
+            now = time.monotonic()
+            if now - self._warned_at >= DROP_WARN_EVERY_S:
+                self._warned_at = now
+                log.warning("capture queue full (%.3g s of audio): the worker is behind, "
+                            "dropping the oldest audio (%.2f s dropped so far)",
+                            self.capacity / self.rate, self.dropped_samples / self.rate)
         return dropped
 
     def put_wait(

@@ -3,9 +3,12 @@
 The worker loop runs in the main thread (so signals reach it between blocks): it takes every
 queued chunk, feeds the pipeline, publishes each utterance's event and the retained ``state``,
 pings the systemd watchdog, polls the thermal zone and publishes ``stats`` periodically.
+A backlog is fed one window's worth of audio at a time, and the duty cycle's rest is taken in
+ticks, so the watchdog is pinged at least every window and every :data:`TICK_S` of rest.
 SIGTERM/SIGINT finish the current window, publish ``offline`` and return 0; a hard deadline
-(``mqtt.stop_flush_s`` + :data:`STOP_GRACE_S`) makes sure the process is gone even if something
-hangs. A file or stdin source that ends is flushed and the daemon returns 0.
+(``mqtt.stop_flush_s`` + :data:`STOP_GRACE_S`, kept by a thread started with the run, because a
+signal handler must not take locks) makes sure the process is gone even if something hangs.
+A file or stdin source that ends is flushed and the daemon returns 0.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Daemon:
         memory: MemoryGuard | None = None,
         stdin: IO[bytes] | None = None,
     ) -> None:
+        cfg.check_daemon()
         self.cfg = cfg
         self._model = model
         self.source = source or make_source(cfg.source, stdin=stdin)
@@ -80,6 +84,7 @@ class Daemon:
         self._signalled = False
         self._threads = cfg.model.threads
         self._started = time.monotonic()
+        self._deadline_at: float | None = None  # set by a stop signal
 
     # --- control ---------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -93,17 +98,21 @@ class Daemon:
         if self._signalled:
             log.warning("second %s: exiting now", name)
             os._exit(1)
-        log.info("%s received: finishing the current window and stopping", name)
+        # no locks here (Event.set, Thread.start): the main thread may hold them right now
+        self._deadline_at = time.monotonic() + self.cfg.mqtt.stop_flush_s + STOP_GRACE_S
         self._signalled = True
-        self.request_stop(name)
-        deadline = threading.Timer(self.cfg.mqtt.stop_flush_s + STOP_GRACE_S, self._deadline)
-        deadline.daemon = True
-        deadline.start()
+        if self.stop_reason is None:
+            self.stop_reason = name
+        log.info("%s received: finishing the current window and stopping", name)
 
-    @staticmethod
-    def _deadline() -> None:
-        log.error("shutdown is taking too long: exiting now")
-        os._exit(1)
+    def _keep_deadline(self) -> None:
+        """Deadline thread: exit the process once a stop signal's deadline has passed."""
+        while True:
+            time.sleep(TICK_S)
+            at = self._deadline_at
+            if at is not None and time.monotonic() >= at:
+                log.error("shutdown is taking too long: exiting now")
+                os._exit(1)
 
     def _source_done(self, error: EdgeSerError | None) -> None:
         if error is not None:
@@ -132,16 +141,19 @@ class Daemon:
             return False
         return self.memory.ok()
 
+    def _wanted_threads(self, state: ThermalState) -> int:
+        threads = self.cfg.model.threads
+        return threads if state is ThermalState.NORMAL else max(1, threads // 2)
+
     def _on_thermal(self, old: ThermalState, new: ThermalState) -> None:
         pipe = getattr(self, "pipeline", None)
-        if pipe is None:
+        if pipe is None:  # at start: run() loads the model with the threads for this state
             return
         windower = pipe.windower
         hop = max(1, int(round(self.cfg.windows.hop_s * SAMPLE_RATE)))
         windower.hop = max(hop, windower.length) if new is not ThermalState.NORMAL else hop
-        threads = self.cfg.model.threads
-        want = threads if new is ThermalState.NORMAL else max(1, threads // 2)
-        if want != self._threads:
+        want = self._wanted_threads(new)
+        if want != self._threads and self._model is None:  # never replace a caller's model
             try:
                 pipe.model = self._load_model(want)
                 self._threads = want
@@ -156,21 +168,26 @@ class Daemon:
 
     # --- the run ---------------------------------------------------------------------------
     def run(self, install_signals: bool = True) -> int:
-        """Run until stopped or the source ends; 0 on a clean stop. EdgeSerError on failure."""
+        """Run until stopped or the source ends; 0 on a clean stop, 1 when events were still
+        undelivered at the end (broker away). EdgeSerError on failure."""
         from edge_ser.pipeline import EmotionPipeline
 
         limit_malloc_arenas(2)
         if install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        model = self._model or self._load_model(self.cfg.model.threads)
+        if install_signals:
+            threading.Thread(target=self._keep_deadline, name="stop-deadline", daemon=True).start()
+        self.thermal.poll(force=True)  # before the model: a hot board starts with fewer threads
+        self._threads = self._wanted_threads(self.thermal.state)
+        model = self._model or self._load_model(self._threads)
         self.model_name = model.info.name
         self.pipeline = EmotionPipeline(self.cfg, model, gate=self._gate)
+        self._on_thermal(ThermalState.NORMAL, self.thermal.state)  # the window hop for it
         self.sink = self._sink or make_sink(
             self.cfg.mqtt, resolve_device_id(self.cfg.mqtt), self.model_name
         )
         self.cpu = CpuMeter()
-        self.thermal.poll(force=True)
         self.sink.start(wait_s=self.cfg.mqtt.connect_wait_s if self.cfg.mqtt.host else 0.0)
         try:
             self.source.start(self._push, self._source_done)
@@ -182,6 +199,8 @@ class Daemon:
             self._shutdown()
         if self._source_error is not None:
             raise self._source_error
+        if self.sink.undelivered:  # logged by the sink; a script must not read success
+            return 1
         return 0
 
     def _loop(self) -> None:
@@ -193,12 +212,11 @@ class Daemon:
                 for c in chunks:
                     self.clock.advance(c.audio.size / SAMPLE_RATE, c.arrived)
                 audio = np.concatenate([c.audio for c in chunks])
-                t0 = time.perf_counter()
-                results = self.pipeline.process(audio)
-                rest = self.duty.rest_after(time.perf_counter() - t0)
-                self._emit(results)
-                if rest > 0:
-                    self._wake.wait(rest)
+                step = self.pipeline.windower.length  # a backlog: one window's audio at a time
+                for at in range(0, audio.size, step):
+                    self._process(audio[at:at + step])
+                    if self.stop_reason is not None:
+                        break  # what is left was queued before the stop: the flush ends it
             elif self.queue.drained:
                 self._emit(self.pipeline.flush())
                 self.stop_reason = "end of input"
@@ -207,6 +225,19 @@ class Daemon:
             if time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + interval
                 self.sink.publish_stats(self.stats())
+
+    def _process(self, audio: np.ndarray) -> None:
+        """Feed one piece, publish what it completes, rest for the duty cycle, ping."""
+        t0 = time.perf_counter()
+        results = self.pipeline.process(audio)
+        rest = self.duty.rest_after(time.perf_counter() - t0)
+        self._emit(results)
+        self.notifier.watchdog()
+        until = time.monotonic() + rest
+        while rest > 0 and self.stop_reason is None:  # in ticks: the watchdog keeps its pings
+            self._wake.wait(min(TICK_S, rest))
+            self.notifier.watchdog()
+            rest = until - time.monotonic()
 
     def _emit(self, results: list[EmotionResult]) -> None:
         for r in results:

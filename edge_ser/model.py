@@ -118,12 +118,12 @@ def _info_from(path: Path, session: ort.InferenceSession) -> ModelInfo:
     try:
         rate = int(float(meta["sample_rate"]))
         window_s = float(meta["window_s"])
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # "abc"; "inf" (int() of infinity)
         raise ModelError(f"{path}: metadata sample_rate/window_s is not a number ({exc})") from exc
     if rate != SAMPLE_RATE:
         raise ModelError(f"{path}: metadata sample_rate is {rate}, edge-ser needs {SAMPLE_RATE}")
-    if not 0.0 < window_s <= 60.0:
-        raise ModelError(f"{path}: metadata window_s {window_s} is out of range (0, 60]")
+    if not 0.1 <= window_s <= 60.0:  # also refuses NaN
+        raise ModelError(f"{path}: metadata window_s {window_s} is out of range [0.1, 60]")
     evaluation: dict[str, Any] | str = meta.get("evaluation", "")
     if isinstance(evaluation, str) and evaluation.strip().startswith("{"):
         try:

@@ -37,6 +37,8 @@ from edge_ser.windows import Window, Windower
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 8  # windows per model call at most (8 x 8 s of float32 audio = 4 MiB)
+
 STAGES = ("vad", "window", "preprocess", "model", "aggregate")
 #: predict_clip feeds long clips in blocks of this many seconds (bounded memory).
 CLIP_BLOCK_S = 30.0
@@ -164,17 +166,20 @@ class EmotionPipeline:
         return results
 
     def _run_pending(self) -> None:
-        """Preprocess the pending windows the gate lets through and run them as one batch."""
-        if not self._pending:
-            return
+        """Run the pending windows the gate lets through, :data:`MAX_BATCH` at a time (the
+        memory gate then sees what each batch costs before the next is let through)."""
+        pending, self._pending = self._pending, []
+        for at in range(0, len(pending), MAX_BATCH):
+            self._run_batch(pending[at:at + MAX_BATCH])
+
+    def _run_batch(self, windows: list[Window]) -> None:
         todo: list[Window] = []
-        for w in self._pending:
+        for w in windows:
             if self.gate is None or self.gate():
                 todo.append(w)
             else:
                 self.windows_skipped += 1
                 log.debug("window %.2f-%.2f s skipped by the gate", w.start_s, w.end_s)
-        self._pending = []
         if not todo:
             return
         with self._timed("preprocess"):

@@ -27,6 +27,18 @@ def test_drops_oldest_and_counts() -> None:
     assert q.queued_s == 0.0
 
 
+def test_dropping_is_logged_once_per_minute_not_per_chunk(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    q = DropOldestQueue(capacity_s=0.01)
+    with caplog.at_level("WARNING", logger="edge_ser.capture"):
+        for _ in range(50):
+            q.put(_chunk(1.0))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["capture queue full (0.01 s of audio): the worker is behind, dropping "
+                        "the oldest audio (0.01 s dropped so far)"]
+
+
 def test_oversize_chunk_keeps_its_newest_part() -> None:
     q = DropOldestQueue(capacity_s=0.01)  # 160 samples
     q.put(np.arange(400, dtype=np.float32))

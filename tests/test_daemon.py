@@ -19,6 +19,7 @@ import pytest
 from edge_ser.audio import read_wav, resample, write_wav
 from edge_ser.config import Config, SourceConfig
 from edge_ser.daemon import Daemon
+from edge_ser.errors import ConfigError
 from edge_ser.model import OnnxModel
 from edge_ser.publish.stdout import StdoutSink
 from tests.conftest import roomy
@@ -192,6 +193,80 @@ def test_live_source_drops_oldest_audio_when_the_worker_lags(
     assert stats["audio_dropped_s"] > 1.0 and stats["audio_dropped_chunks"] > 10
     assert stats["queue_high_water_s"] <= 0.5 + 1e-6
     assert daemon.queue.dropped_s == pytest.approx(stats["audio_dropped_s"], abs=0.01)
+
+
+class PingLog:
+    """A Notifier-shaped recorder of the times the worker asks to ping the watchdog."""
+
+    def __init__(self) -> None:
+        self.pings: list[float] = []
+
+    def watchdog(self, force: bool = False) -> bool:
+        self.pings.append(time.monotonic())
+        return True
+
+    def ready(self, status: str = "") -> bool:
+        return True
+
+    def status(self, text: str) -> bool:
+        return True
+
+    def stopping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def test_duty_cycle_rest_keeps_pinging_the_watchdog(tmp_path: Path, tiny_model: Path) -> None:
+    """At duty_cycle 0.05 each 0.15-s window earns a 2.85-s rest: the watchdog is still asked
+    for a ping every tick (a rest longer than WatchdogSec would get a healthy daemon killed)."""
+    cfg = Config.model_validate({
+        "source": {"type": "file", "path": str(VOICE_NOTE), "realtime": False},
+        "budgets": {"duty_cycle": 0.05},
+    })
+    pings = PingLog()
+    with (tmp_path / "out.jsonl").open("w") as stream:
+        daemon = Daemon(roomy(cfg), model=SlowModel(tiny_model, 0.15), notifier=pings,  # type: ignore[arg-type]
+                        sink=StdoutSink(stream, model_name="tiny"))
+        assert daemon.run(install_signals=False) == 0
+    assert daemon.events == 3 and daemon.duty.rested_s > 6.0
+    gaps = np.diff(pings.pings)
+    assert gaps.max() < 0.25 + 0.15 + 0.3, gaps.max()
+
+
+def test_events_undelivered_at_the_end_exit_1(tmp_path: Path, tiny_model: Path) -> None:
+    """A file run against a broker that never answers must not look like a success."""
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _run(_config(tmp_path, tiny_model, FILE_FAST,
+                        f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  connect_wait_s: 0.5\n"
+                        "  stop_flush_s: 0.5\n"))
+    assert proc.returncode == 1, proc.stderr
+    assert f"events were not delivered to 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_daemon_refuses_voice_note_pooling_of_an_endless_source(tmp_path: Path) -> None:
+    """voice_note mode holds every window's scores until the input ends: a mic never does."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("source:\n  type: mic\naggregate:\n  mode: voice_note\n")
+    for cmd in ("check-config", "run --config"):
+        proc = subprocess.run([sys.executable, "-m", "edge_ser", *cmd.split(), str(cfg)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"edge-ser {cmd.split()[0]}: error: {cfg}:4: aggregate.mode: 'voice_note' pools the "
+            "whole input into one event, which a source that never ends (mic) would never "
+            "publish: use 'utterance'"]
+    looping = Config.model_validate({"source": {"type": "file", "path": str(VOICE_NOTE),
+                                                "loop": True},
+                                     "aggregate": {"mode": "voice_note"}})
+    with pytest.raises(ConfigError, match=r"\(file with loop\)"):
+        Daemon(looping)
 
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX only")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 import paho.mqtt.client as paho
@@ -81,11 +82,11 @@ def sink(broker: Broker) -> Iterator[MqttSink]:
     s.stop()
 
 
-def _say(broker: Broker, topic: str, payload: bytes) -> None:
+def _say(broker: Broker, topic: str, payload: bytes, retain: bool = False) -> None:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="fake-home-assistant")
     client.connect(broker.host, broker.port)
     client.loop_start()
-    client.publish(topic, payload, qos=1).wait_for_publish(5)
+    client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
     client.disconnect()
     client.loop_stop()
 
@@ -112,6 +113,24 @@ def test_configs_retained_and_republished_when_ha_comes_online(
     assert all(len(late.messages(t)) == 1 for t in CONFIG_TOPICS)  # garbage: ignored
     assert any("ignoring Home Assistant status" in r.getMessage() for r in caplog.records)
     assert sink.connected
+
+
+@pytest.mark.broker
+def test_retained_ha_online_does_not_publish_the_configs_twice(
+    broker: Broker, make_subscriber: Callable[..., Subscriber], sink: MqttSink,
+) -> None:
+    """Home Assistant retains its birth message, so every subscribe delivers an old "online":
+    that is no news, the connect has just published the configs."""
+    _say(broker, "homeassistant/status", b"online", retain=True)
+    first = make_subscriber(broker, ["homeassistant/sensor/#"])
+    sink.start(wait_s=5)
+    for topic in CONFIG_TOPICS:
+        first.wait_for(topic)
+    events = make_subscriber(broker, [f"edge-ser/{DEV}/emotion"])
+    sink.publish_event({"seq": 1})  # a round trip after the retained status reached the sink
+    events.wait_for(f"edge-ser/{DEV}/emotion")
+    time.sleep(0.5)
+    assert all(len(first.messages(t)) == 1 for t in CONFIG_TOPICS)
 
 
 @pytest.mark.broker

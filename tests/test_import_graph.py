@@ -66,3 +66,29 @@ def test_daemon_on_16khz_input_does_not_load_scipy() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+CLI_SCRIPT = r"""
+import contextlib, io, json, sys
+before = list(sys.path)
+from edge_ser.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    rc = main(["check-config", sys.argv[1]])
+print(json.dumps({"rc": rc, "out": out.getvalue(), "path_changed": sys.path != before,
+                  "onnxruntime": "onnxruntime" in sys.modules}))
+"""
+
+
+def test_cli_commands_that_run_no_model_do_not_load_onnxruntime(tmp_path: Path) -> None:
+    """Building the parser (every command) and check-config load neither onnxruntime nor touch
+    sys.path (the bench command reads its options by file path)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model:\n  path: {REPO / 'models' / 'edge-ser-compact.int8.onnx'}\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI_SCRIPT, str(cfg)], capture_output=True, text=True,
+        cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {"rc": 0, "out": "ok\n", "path_changed": False, "onnxruntime": False}

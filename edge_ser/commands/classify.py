@@ -2,7 +2,9 @@
 
 The model is loaded once for all files and each result is printed as soon as it is known (a user
 may pass thousands of files). A file that cannot be read gives a line with its error and the
-others are still classified; the exit status is then 1. A bad model or config exits with 2.
+others are still classified; the exit status is then 1. A bad model or config, or a stdout that
+cannot be written (a full disk), exits with 2; a reader that goes away (``| head``) ends it
+quietly with 141, like SIGPIPE would.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from edge_ser.config import load_config
-from edge_ser.errors import AudioError
-from edge_ser.model import OnnxModel
+from edge_ser.errors import AudioError, PublishError
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +55,23 @@ def format_text(record: dict[str, Any]) -> str:
 
 def _emit(record: dict[str, Any], fmt: str, out: TextIO) -> None:
     line = json.dumps(record) if fmt == "jsonl" else format_text(record)
-    out.write(line + "\n")
-    out.flush()
+    try:
+        out.write(line + "\n")
+        out.flush()
+    except BrokenPipeError as exc:  # `| head`: the reader has what it wanted
+        raise OutputClosed from exc
+    except OSError as exc:  # a full disk, a closed stream
+        raise PublishError(f"cannot write the results to stdout ({exc.strerror or exc})") from exc
+
+
+class OutputClosed(Exception):
+    """The reader of stdout went away (``| head``)."""
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `edge-ser --help` does not load onnxruntime and scipy.
     from edge_ser.audio import read_wav
+    from edge_ser.model import OnnxModel
     from edge_ser.pipeline import predict_clip
 
     cfg = load_config(args.config)
@@ -78,7 +90,11 @@ def run(args: argparse.Namespace) -> int:
             log.debug("skipping %s: %s", name, exc)
         else:
             record.update(predict_clip(audio, cfg, model).to_dict())
-        _emit(record, args.format, sys.stdout)
+        try:
+            _emit(record, args.format, sys.stdout)
+        except OutputClosed:  # stop quietly, as a tool killed by SIGPIPE would
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+            return 141
     if failed:
         log.warning("%d of %d files could not be read", failed, len(args.files))
     return 1 if failed else 0

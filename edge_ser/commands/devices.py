@@ -30,7 +30,7 @@ def describe(pa: AudioBackend, as_json: bool = False) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    pa = pyaudio_backend()  # AudioError (exit 2) when PyAudio is missing
+    pa = pyaudio_backend(quiet=True)  # AudioError (exit 2) when PyAudio is missing
     try:
         text, rc = describe(pa, args.json)
     finally:

@@ -8,6 +8,7 @@ import os
 import sys
 
 from edge_ser.config import load_config
+from edge_ser.errors import AudioError
 
 log = logging.getLogger(__name__)
 
@@ -45,5 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_ser.daemon import Daemon  # loads onnxruntime: only for this command
 
     if cfg.source.type == "stdin":
+        if sys.stdin is None:  # started with stdin closed (<&-)
+            raise AudioError("source.type is stdin but stdin is closed")
         return Daemon(cfg, stdin=sys.stdin.buffer).run()
     return Daemon(cfg).run()

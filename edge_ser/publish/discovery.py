@@ -115,7 +115,8 @@ def parse_ha_status(payload: bytes) -> str | None:
 
 class Announcer:
     """Publishes the configs (retained) on every connect and when Home Assistant says
-    ``online`` on its status topic; malformed status payloads are logged and ignored."""
+    ``online`` on its status topic; malformed status payloads are logged and ignored. A retained
+    ``online`` (delivered on every subscribe) is no news: the connect has just published."""
 
     def __init__(self, messages: list[tuple[str, str]], status_topic: str) -> None:
         self.messages = messages
@@ -133,7 +134,7 @@ class Announcer:
             client.publish(topic, payload, qos=1, retain=True)
 
     def _on_status(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        if parse_ha_status(bytes(msg.payload)) == "online":
+        if parse_ha_status(bytes(msg.payload)) == "online" and not msg.retain:
             log.info("Home Assistant is online: republishing %d discovery configs",
                      len(self.messages))
             self.publish(client)

@@ -51,6 +51,7 @@ class MqttSink:
         self.topics = Topics.of(cfg, device_id)
         self.broker = f"{cfg.host}:{cfg.port}"
         self._outbox = Outbox(cfg.buffer_events)
+        self.undelivered = 0  # events still in the outbox when stop() gave up
         self._inflight_cap = min(INFLIGHT_MAX, cfg.buffer_events)
         self._announcer = Announcer(
             discovery_messages(self.topics, cfg.discovery_prefix, device_id, model_name),
@@ -174,7 +175,7 @@ class MqttSink:
             self._cond.notify_all()
         if self._pump.is_alive():
             self._pump.join(timeout=2.0)
-        lost = len(self._outbox)
+        lost = self.undelivered = len(self._outbox)
         if lost:
             log.warning("mqtt: %d events were not delivered to %s", lost, self.broker)
         log.info("mqtt: stopped (%s)", self.broker)

@@ -55,6 +55,9 @@ class EventSink(Protocol):
     def dropped(self) -> int:
         """Events dropped from the offline buffer (count)."""
 
+    #: events still undelivered when :meth:`stop` returned (count; lost with the process)
+    undelivered: int
+
     @property
     def connected(self) -> bool:
         """True while connected to the broker (always True for stdout)."""

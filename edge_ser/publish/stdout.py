@@ -62,6 +62,7 @@ class StdoutSink:
     def connected(self) -> bool:
         return True
 
+    undelivered = 0  # every event is written at once
     def _write(self, kind: str, payload: dict[str, Any]) -> None:
         body = {k: v for k, v in payload.items() if k != "type"}
         line = to_json({"type": kind, **body})

@@ -46,7 +46,8 @@ BackendFactory = Callable[[], AudioBackend]
 
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
-    """Silence ALSA/JACK chatter that PortAudio's C code prints while probing devices."""
+    """Point fd 2 at /dev/null: this drops every thread's stderr meanwhile, so only
+    ``edge-ser devices`` (one thread) does it, never the daemon."""
     try:
         saved = os.dup(2)
     except OSError:
@@ -61,15 +62,50 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def pyaudio_backend() -> AudioBackend:
-    """A real ``pyaudio.PyAudio()``; :class:`AudioError` with the fix when it is missing."""
+_MUTED: list[Any] = []  # the C callbacks, kept alive for as long as the libraries may call them
+
+
+def _mute_audio_libraries() -> None:
+    """Give ALSA and JACK no-op message handlers: probing devices prints a dozen lines."""
+    if _MUTED:
+        return
+    import ctypes
+    import ctypes.util
+
+    def lib(name: str, fallback: str) -> Any:
+        try:
+            return ctypes.CDLL(ctypes.util.find_library(name) or fallback)
+        except OSError:
+            return None
+
+    _MUTED.append(None)
+    asound, jack = lib("asound", "libasound.so.2"), lib("jack", "libjack.so.0")
+    if asound is not None and hasattr(asound, "snd_lib_error_set_handler"):
+        alsa_cb = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                                   ctypes.c_int, ctypes.c_char_p)(lambda *_: None)
+        asound.snd_lib_error_set_handler(alsa_cb)
+        _MUTED.append(alsa_cb)
+    if jack is not None and hasattr(jack, "jack_set_error_function"):
+        jack_cb = ctypes.CFUNCTYPE(None, ctypes.c_char_p)(lambda _: None)
+        jack.jack_set_error_function(jack_cb)
+        jack.jack_set_info_function(jack_cb)
+        _MUTED.append(jack_cb)
+
+
+def pyaudio_backend(quiet: bool = False) -> AudioBackend:
+    """A real ``pyaudio.PyAudio()``; :class:`AudioError` with the fix when it is missing.
+
+    ALSA's and JACK's messages go to no-op handlers; ``quiet`` also points stderr at /dev/null
+    meanwhile (what the libraries print directly), which only a one-thread command may do.
+    """
     try:
         import pyaudio
     except ImportError as exc:
         raise AudioError(
             "PyAudio is not installed: pip install 'edge-ser[mic]' (needs portaudio19-dev)"
         ) from exc
-    with _quiet_stderr():
+    _mute_audio_libraries()
+    with _quiet_stderr() if quiet else contextlib.nullcontext():
         backend: AudioBackend = pyaudio.PyAudio()
     return backend
 
