@@ -188,16 +188,18 @@ def measure_e2e(variants: list[Variant], runs: Runs) -> dict[str, Any]:
     with Broker() as broker:
         rec = Recorder(broker.host, broker.port, "edge-ser/bench/#")
         rec.start()
-        cfg = work / "e2e-speech.yaml"
-        _config(cfg, speech_wav, v.path, broker.port)
-        run = run_daemon(cfg, speech_wav, len(audio) / SAMPLE_RATE + 60.0)
-        time.sleep(0.5)
-        events = rec.on("/emotion")
-        topics = sorted({m.topic for m in rec.messages})
-        cfg_idle = work / "e2e-idle.yaml"
-        _config(cfg_idle, silent_wav, v.path, broker.port)
-        idle = run_daemon(cfg_idle, silent_wav, idle_len + 60.0)
-        rec.stop()
+        try:
+            cfg = work / "e2e-speech.yaml"
+            _config(cfg, speech_wav, v.path, broker.port)
+            run = run_daemon(cfg, speech_wav, len(audio) / SAMPLE_RATE + 60.0)
+            time.sleep(0.5)
+            events = rec.on("/emotion")
+            topics = sorted({m.topic for m in rec.messages})
+            cfg_idle = work / "e2e-idle.yaml"
+            _config(cfg_idle, silent_wav, v.path, broker.port)
+            idle = run_daemon(cfg_idle, silent_wav, idle_len + 60.0)
+        finally:
+            rec.stop()
     if run.anchor is None:
         return {**out, "status": "failed",
                 "reason": f"daemon exited {run.rc} before playing: {run.last_error()}"}

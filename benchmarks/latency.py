@@ -51,14 +51,14 @@ def _flops(v: Variant, flops_by_path: dict[str, dict[str, Any]]) -> dict[str, An
 def _thread_stats(res: dict[str, Any], window_s: float, flops: float | None,
                   gemm: float | None) -> dict[str, Any]:
     lat = [float(x) for x in res["latencies_ms"]]
-    med = percentile(lat, 50)
+    med = percentile(lat, 50)  # NaN when nothing was timed: every figure below is then None
     achieved = flops / (med / 1000.0) / 1e9 if flops and med > 0 else None
     return {
         "median": q(med, "ms", 2),
         "p95": q(percentile(lat, 95), "ms", 2),
         "p99": q(percentile(lat, 99), "ms", 2),
-        "mean": q(sum(lat) / len(lat), "ms", 2),
-        "min": q(min(lat), "ms", 2),
+        "mean": q(sum(lat) / len(lat) if lat else None, "ms", 2),
+        "min": q(min(lat) if lat else None, "ms", 2),
         "first_window": q(res.get("first_ms"), "ms", 2),
         "rtf": q(med / 1000.0 / window_s, "s/s", 7),
         "achieved": q(achieved, "GFLOP/s", 2),
@@ -93,7 +93,9 @@ def _ratios(models: dict[str, Any], threads: list[int]) -> dict[str, Any]:
     fl = {n: m.get("flops_per_window") for n, m in models.items()}
     out["shipped_cheaper_than_distilhubert_flops"] = _ratio(fl.get("distilhubert-fp32"),
                                                             fl.get("shipped-int8"))
-    out["meaning"] = "A/B: how many times faster (or cheaper) the second-named model is"
+    out["meaning"] = ("X_speedup_vs_Y: how many times faster X is than Y (Y's median over X's); "
+                      "shipped_cheaper_than_distilhubert_*: DistilHuBERT's median latency "
+                      "(int8) or FLOPs (fp32) over the shipped int8 model's")
     return out
 
 

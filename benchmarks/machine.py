@@ -100,7 +100,7 @@ def machine_facts() -> dict[str, Any]:
         "simd_flags": simd,
         "logical_cores": q(os.cpu_count() or 1, "count"),
         "usable_cores": q(usable, "count"),
-        "ram_total": q((_mem_total_bytes() or 0) / 2**20, "MiB", 1),
+        "ram_total": q(None if (ram := _mem_total_bytes()) is None else ram / 2**20, "MiB", 1),
         "os": _os_release(),
         "kernel": platform.release(),
         "python": sys.version.split()[0],

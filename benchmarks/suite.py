@@ -76,8 +76,13 @@ def _build_facts(build: dict[str, Any]) -> dict[str, Any]:
 
 def run_bench(args: argparse.Namespace, sections: list[str]) -> Path:
     """Measure ``sections`` as ``args`` say; write the report; return report.json's path."""
+    import importlib.util
+
     from benchmarks.report import finish
 
+    if importlib.util.find_spec("matplotlib") is None:  # before minutes of measuring, not after
+        raise ConfigError("matplotlib is not installed (the plots need it): "
+                          "pip install 'edge-ser[bench]', or bash scripts/setup bench")
     threads = args.threads or _usable_cores()
     if threads < 1:
         raise ConfigError("--threads: must be at least 1")

@@ -132,7 +132,10 @@ def duty_verdicts(report: dict[str, Any], rss_budget_mib: float) -> list[dict[st
             out.append({"duty": duty, "verdict": "unknown",
                         "reason": f"{m.get('status')}: {m.get('reason')}"})
             continue
-        p99 = val(st.get("p99")) or 0.0
+        p99 = val(st.get("p99"))
+        if p99 is None:
+            out.append({"duty": duty, "verdict": "unknown", "reason": "no window was timed"})
+            continue
         budget_ms = (val(m.get("window")) or 8.0) * 1000.0
         ram = _get(report, "ram", "models", name) or {}
         peak = val(_get(ram, "arena_on", "peak")) or val(_get(ram, "eager", "peak"))
@@ -150,10 +153,12 @@ def duty_verdicts(report: dict[str, Any], rss_budget_mib: float) -> list[dict[st
     if e2e.get("status") == "ok":
         p95 = _get(e2e, "speech", "latency_p95")
         idle = _get(e2e, "idle", "cpu")
-        ok = _cmp(p95, EVENT_P95_LIMIT_S, True) and _cmp(idle, IDLE_LIMIT_PCT, True)
+        checks = (_cmp(p95, EVENT_P95_LIMIT_S, True), _cmp(idle, IDLE_LIMIT_PCT, True))
+        verdict = ("unknown" if None in checks else  # not measured is not "does not fit"
+                   "fits" if all(checks) else "does not fit")
         out.append({"duty": f"daemon with {e2e.get('model')}: event within 1 s of the end of "
                             "speech (p95), idle <= 2 % of a core on silence",
-                    "verdict": "fits" if ok else "does not fit",
+                    "verdict": verdict,
                     "reason": f"p95 {fmt(p95, 2)}, idle {fmt(idle, 2)}"})
     th = report.get("thermal") or {}
     if th.get("status") == "ok":

@@ -18,6 +18,10 @@ from pathlib import Path
 from edge_ser.errors import EdgeSerError
 from edge_ser_model import VOICE_WEIGHT
 
+#: top-level modules of the train extra: without them a command says which to install
+TRAIN_EXTRA = frozenset({"torch", "transformers", "onnx", "onnxscript", "sklearn", "opensmile",
+                         "matplotlib", "resemblyzer"})
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA = Path("../shared/data")
@@ -176,6 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rc
     except EdgeSerError as exc:
         print(f"edge-ser-model {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in TRAIN_EXTRA:
+            raise
+        print(f"edge-ser-model {args.command}: error: {exc.name} is not installed: pip install "
+              "'edge-ser[train]' (bash scripts/setup train)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -203,6 +203,27 @@ def test_rss_target_is_judged_in_low_memory_mode_with_its_price_stated() -> None
     assert {t["id"]: t for t in evaluate_targets(report)}["distilhubert_rss"]["pass"] is False
 
 
+def test_duty_verdict_is_unknown_when_a_figure_was_not_measured() -> None:
+    """A figure that was not measured gives "unknown", never "does not fit" or "fits"."""
+    from benchmarks.targets import duty_verdicts
+    from benchmarks.units import q
+
+    def e2e(p95: float | None, idle: float | None) -> dict[str, Any]:
+        return {"e2e": {"status": "ok", "model": "m", "speech": {"latency_p95": q(p95, "s")},
+                        "idle": {"cpu": q(idle, "%")}}}
+
+    def verdict(report: dict[str, Any]) -> str:
+        return str(duty_verdicts(report, 400)[-1]["verdict"])
+
+    assert verdict(e2e(0.5, 1.0)) == "fits"
+    assert verdict(e2e(1.5, 1.0)) == "does not fit"
+    assert verdict(e2e(0.5, None)) == "unknown"
+    assert verdict(e2e(None, 1.0)) == "unknown"
+    untimed = {"latency": {"models": {"m": {"status": "ok", "window": q(8, "s"),
+                                            "threads": {"1": {"p99": q(None, "ms")}}}}}}
+    assert duty_verdicts(untimed, 400)[0]["verdict"] == "unknown"
+
+
 def test_lstm_flops_count_every_step(tmp_path: Path) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
