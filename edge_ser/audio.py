@@ -1,6 +1,6 @@
 """Reading WAV files and converting any PCM to 16 kHz mono float32.
 
-Accepts 8-48 kHz (any rate, really), mono or multi-channel, 8/16/24/32-bit integer or 32/64-bit
+Accepts 8-192 kHz, mono or multi-channel, 8/16/24/32-bit integer or 32/64-bit
 float WAV. Resampling uses a polyphase FIR filter (``scipy.signal.resample_poly``), never
 decimation by dropping samples.
 """
