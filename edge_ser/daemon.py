@@ -2,9 +2,8 @@
 
 The worker loop runs in the main thread (so signals reach it between blocks): it takes every
 queued chunk, feeds the pipeline, publishes each utterance's event and the retained ``state``,
-pings the systemd watchdog, polls the thermal zone and publishes ``stats`` periodically.
-A backlog is fed one window's worth of audio at a time, and the duty cycle's rest is taken in
-ticks, so the watchdog is pinged at least every window and every :data:`TICK_S` of rest.
+pings the systemd watchdog (each window and each :data:`TICK_S` of duty-cycle rest), polls the
+thermal zone and publishes ``stats`` periodically.
 SIGTERM/SIGINT finish the current window, publish ``offline`` and return 0; a hard deadline
 (``mqtt.stop_flush_s`` + :data:`STOP_GRACE_S`, kept by a thread started with the run, because a
 signal handler must not take locks) makes sure the process is gone even if something hangs.
@@ -145,13 +144,17 @@ class Daemon:
         threads = self.cfg.model.threads
         return threads if state is ThermalState.NORMAL else max(1, threads // 2)
 
+    def _set_hop(self, state: ThermalState) -> None:
+        """Throttled or paused: windows no longer overlap."""
+        windower = self.pipeline.windower
+        hop = max(1, int(round(self.cfg.windows.hop_s * SAMPLE_RATE)))
+        windower.hop = max(hop, windower.length) if state is not ThermalState.NORMAL else hop
+
     def _on_thermal(self, old: ThermalState, new: ThermalState) -> None:
         pipe = getattr(self, "pipeline", None)
         if pipe is None:  # at start: run() loads the model with the threads for this state
             return
-        windower = pipe.windower
-        hop = max(1, int(round(self.cfg.windows.hop_s * SAMPLE_RATE)))
-        windower.hop = max(hop, windower.length) if new is not ThermalState.NORMAL else hop
+        self._set_hop(new)
         want = self._wanted_threads(new)
         if want != self._threads and self._model is None:  # never replace a caller's model
             try:
@@ -183,7 +186,7 @@ class Daemon:
         model = self._model or self._load_model(self._threads)
         self.model_name = model.info.name
         self.pipeline = EmotionPipeline(self.cfg, model, gate=self._gate)
-        self._on_thermal(ThermalState.NORMAL, self.thermal.state)  # the window hop for it
+        self._set_hop(self.thermal.state)
         self.sink = self._sink or make_sink(
             self.cfg.mqtt, resolve_device_id(self.cfg.mqtt), self.model_name
         )
