@@ -5,20 +5,17 @@ queued chunk, feeds the pipeline, publishes each utterance's event and the retai
 pings the systemd watchdog (each window and each :data:`TICK_S` of duty-cycle rest), polls the
 thermal zone and publishes ``stats`` periodically.
 SIGTERM/SIGINT finish the current window, publish ``offline`` and return 0; a hard deadline
-(``mqtt.stop_flush_s`` + :data:`STOP_GRACE_S`, kept by a thread started with the run, because a
-signal handler must not take locks) makes sure the process is gone even if something hangs.
+(``mqtt.stop_flush_s`` + :data:`STOP_GRACE_S`, :mod:`edge_ser.stopping`) makes sure the
+process is gone even if something hangs.
 A file or stdin source that ends is flushed and the daemon returns 0.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 from datetime import datetime, timezone
-from types import FrameType
 from typing import IO, Any
 
 import numpy as np
@@ -34,11 +31,12 @@ from edge_ser.publish.sink import EventSink, make_sink, resolve_device_id, state
 from edge_ser.sdnotify import Notifier
 from edge_ser.sources import AudioSource, make_source
 from edge_ser.stats import CpuMeter, LatencyWindow, StreamClock, build_stats
+from edge_ser.stopping import StopControl
 from edge_ser.thermal import DutyCycle, TemperatureSensor, ThermalController, ThermalState
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.25  # longest the worker waits for audio before its housekeeping
+TICK_S = 0.25  # longest the worker waits for audio before its housekeeping (s)
 STOP_GRACE_S = 5.0  # after a stop signal: exit within mqtt.stop_flush_s + this, whatever happens
 
 
@@ -75,43 +73,22 @@ class Daemon:
         self.latency = LatencyWindow()
         self.clock = StreamClock()
         self.events = 0
-        self.stop_reason: str | None = None
         self._wake = threading.Event()
+        self.stopper = StopControl(cfg.mqtt.stop_flush_s + STOP_GRACE_S, self._wake)
         self._source_error: EdgeSerError | None = None
         self._stopping = False
         self._windows_after_stop = 0
-        self._signalled = False
         self._threads = cfg.model.threads
         self._started = time.monotonic()
-        self._deadline_at: float | None = None  # set by a stop signal
 
     # --- control ---------------------------------------------------------------------------
+    @property
+    def stop_reason(self) -> str | None:
+        return self.stopper.reason
+
     def request_stop(self, reason: str) -> None:
-        """Ask the worker to stop after the current block (safe from a signal handler)."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-        self._wake.set()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if self._signalled:
-            log.warning("second %s: exiting now", name)
-            os._exit(1)
-        # no locks here (Event.set, Thread.start): the main thread may hold them right now
-        self._deadline_at = time.monotonic() + self.cfg.mqtt.stop_flush_s + STOP_GRACE_S
-        self._signalled = True
-        if self.stop_reason is None:
-            self.stop_reason = name
-        log.info("%s received: finishing the current window and stopping", name)
-
-    def _keep_deadline(self) -> None:
-        """Deadline thread: exit the process once a stop signal's deadline has passed."""
-        while True:
-            time.sleep(TICK_S)
-            at = self._deadline_at
-            if at is not None and time.monotonic() >= at:
-                log.error("shutdown is taking too long: exiting now")
-                os._exit(1)
+        """Ask the worker to stop after the current block (safe from any thread)."""
+        self.stopper.request(reason)
 
     def _source_done(self, error: EdgeSerError | None) -> None:
         if error is not None:
@@ -176,11 +153,8 @@ class Daemon:
         from edge_ser.pipeline import EmotionPipeline
 
         limit_malloc_arenas(2)
-        if install_signals and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
         if install_signals:
-            threading.Thread(target=self._keep_deadline, name="stop-deadline", daemon=True).start()
+            self.stopper.install()
         self.thermal.poll(force=True)  # before the model: a hot board starts with fewer threads
         self._threads = self._wanted_threads(self.thermal.state)
         model = self._model or self._load_model(self._threads)
@@ -222,7 +196,7 @@ class Daemon:
                         break  # what is left was queued before the stop: the flush ends it
             elif self.queue.drained:
                 self._emit(self.pipeline.flush())
-                self.stop_reason = "end of input"
+                self.stopper.request("end of input")
             self.notifier.watchdog()
             self.thermal.poll()
             if time.monotonic() >= next_stats:

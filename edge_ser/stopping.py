@@ -1,0 +1,64 @@
+"""How a run stops: a stop request, SIGTERM/SIGINT, and the hard deadline after a signal.
+
+A signal handler must not take locks (``Event.set``, ``Thread.start``): the main thread it
+interrupted may hold them. So the handler only records the reason and a deadline; a thread
+started with the run exits the process once that deadline has passed, whatever hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.25  # how often the deadline thread looks at the clock (s)
+
+
+class StopControl:
+    """The stop reason of one run, and its signal handling. ``grace_s``: seconds after a stop
+    signal before the process exits regardless; ``wake``: set by :meth:`request`."""
+
+    def __init__(self, grace_s: float, wake: threading.Event) -> None:
+        self.reason: str | None = None
+        self._grace_s = grace_s
+        self._wake = wake
+        self._deadline_at: float | None = None  # monotonic time, set by a stop signal
+        self.signalled = False
+
+    def request(self, reason: str) -> None:
+        """Ask the worker to stop after the current block (the first reason is kept)."""
+        if self.reason is None:
+            self.reason = reason
+        self._wake.set()
+
+    def install(self) -> None:
+        """Handle SIGTERM and SIGINT (from the main thread only) and keep the deadline."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        threading.Thread(target=self._keep_deadline, name="stop-deadline", daemon=True).start()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.signalled:
+            log.warning("second %s: exiting now", name)
+            os._exit(1)
+        # no locks here: the worker notices the reason within one tick
+        self._deadline_at = time.monotonic() + self._grace_s
+        self.signalled = True
+        if self.reason is None:
+            self.reason = name
+        log.info("%s received: finishing the current window and stopping", name)
+
+    def _keep_deadline(self) -> None:
+        while True:
+            time.sleep(TICK_S)
+            at = self._deadline_at
+            if at is not None and time.monotonic() >= at:
+                log.error("shutdown is taking too long: exiting now")
+                os._exit(1)
