@@ -3,9 +3,9 @@
 Topics (``Topics``): ``<prefix>/<device_id>/availability`` (retained ``online``/``offline``, the
 last will), ``/emotion`` (events, QoS ``mqtt.qos``), ``/state`` (retained mood), ``/stats``.
 Events go through the bounded :class:`~edge_ser.publish.outbox.Outbox`; a small publisher thread
-hands them to paho in order while the broker is there. After a (re)connect it waits for the
-broker's PUBACK of ``online``: by then paho has re-sent what was in flight when the connection
-dropped, so buffered events follow them and the order is kept.
+(:mod:`edge_ser.publish.pump`) hands them to paho in order while the broker is there. After a
+(re)connect it waits for the broker's PUBACK of ``online``: by then paho has re-sent what was in
+flight when the connection dropped, so buffered events follow them and the order is kept.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_ser.config import MqttConfig
@@ -31,6 +30,7 @@ from edge_ser.publish.client import (
 )
 from edge_ser.publish.discovery import Announcer, discovery_messages
 from edge_ser.publish.outbox import Outbox
+from edge_ser.publish.pump import Pump
 from edge_ser.publish.sink import Topics, to_json
 
 log = logging.getLogger(__name__)
@@ -52,22 +52,20 @@ class MqttSink:
         self.broker = f"{cfg.host}:{cfg.port}"
         self._outbox = Outbox(cfg.buffer_events)
         self.undelivered = 0  # events still in the outbox when stop() gave up
-        self._inflight_cap = min(INFLIGHT_MAX, cfg.buffer_events)
         self._announcer = Announcer(
             discovery_messages(self.topics, cfg.discovery_prefix, device_id, model_name),
             self.topics.ha_status,
         ) if cfg.discovery else None
         self._cond = threading.Condition()
         self._connected = False
-        self._ready = False  # the broker acknowledged this connection's "online"
         self._online_mid: int | None = None
-        self._state: bytes | None = None  # latest state not yet handed to paho
         self._fatal: str | None = None
         self._last_problem: str | None = None
         self._client_error: str | None = None  # paho's last error log line
         self._started = self._closing = self._closed = False
         self._client = self._make_client()
-        self._pump = threading.Thread(target=self._run_pump, name="edge-ser-mqtt", daemon=True)
+        self._pump = Pump(self._client, self._outbox, self.topics.state,
+                          min(INFLIGHT_MAX, cfg.buffer_events), self._cond)
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -135,16 +133,13 @@ class MqttSink:
             self._cond.notify_all()
 
     def publish_state(self, state: dict[str, Any]) -> None:
-        data = to_json(state).encode("utf-8")
-        with self._cond:
-            self._state = data  # only the newest state matters
-            self._cond.notify_all()
+        self._pump.put_state(to_json(state).encode("utf-8"))
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         payload = {**stats}
         payload.setdefault("events_dropped", self._outbox.dropped)
         payload.setdefault("events_buffered", len(self._outbox))
-        if not self._ready:
+        if not self._pump.ready:
             log.debug("mqtt: not connected, stats skipped")
             return
         self._client.publish(self.topics.stats, to_json(payload), qos=0, retain=False)
@@ -170,11 +165,8 @@ class MqttSink:
                     log.debug("mqtt: offline not acknowledged")
             self._client.disconnect()
             self._client.loop_stop()
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self._pump.is_alive():
-            self._pump.join(timeout=2.0)
+        self._closed = True
+        self._pump.close()
         lost = self.undelivered = len(self._outbox)
         if lost:
             log.warning("mqtt: %d events were not delivered to %s", lost, self.broker)
@@ -193,41 +185,6 @@ class MqttSink:
         """Events waiting for the broker or for its acknowledgement (count)."""
         return len(self._outbox)
 
-    # --- the publisher thread ----------------------------------------------------------------
-
-    def _has_work(self) -> bool:
-        box = self._outbox
-        return self._ready and (
-            self._state is not None or (box.pending > 0 and box.inflight < self._inflight_cap)
-        )
-
-    def _run_pump(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and not self._has_work():
-                    self._cond.wait()
-                if self._closed:
-                    return
-                state, self._state = self._state, None
-            if state is not None:
-                self._client.publish(self.topics.state, state, qos=1, retain=True)
-            msg = self._outbox.take()
-            if msg is None:
-                continue
-            try:
-                info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=False)
-            except ValueError as exc:  # e.g. a payload over the MQTT size limit
-                log.error("mqtt: event #%d refused by the client and dropped: %s", msg.seq, exc)
-                self._outbox.discard(msg)
-                continue
-            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
-                msg.qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN  # paho keeps it
-            ):
-                self._outbox.sent(info.mid, msg)
-            else:
-                self._outbox.give_back(msg)
-                time.sleep(0.05)  # the disconnect callback is on its way
-
     # --- paho callbacks (loop thread) --------------------------------------------------------
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any,
@@ -242,7 +199,7 @@ class MqttSink:
         info = client.publish(self.topics.availability, "online", qos=1, retain=True)
         with self._cond:
             self._connected = True
-            self._ready = False
+            self._pump.set_ready(False)
             self._online_mid = info.mid
             self._fatal = self._last_problem = None
             self._cond.notify_all()
@@ -257,7 +214,8 @@ class MqttSink:
                        reason: ReasonCode, properties: Any) -> None:
         with self._cond:
             was = self._connected
-            self._connected = self._ready = False
+            self._connected = False
+            self._pump.set_ready(False)
             self._online_mid = None
             self._cond.notify_all()
         tls_refusal = dropped_before_connack(self.broker, self._client_error)
@@ -273,7 +231,7 @@ class MqttSink:
         self._outbox.acked(mid)
         with self._cond:
             if mid == self._online_mid:
-                self._ready = True
+                self._pump.set_ready(True)
                 self._online_mid = None
             self._cond.notify_all()
 
