@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from edge_ser import SAMPLE_RATE
 from edge_ser.aggregate import EmotionResult, WindowScore, combine
-from edge_ser.audio import read_wav
+from edge_ser.audio import WavFile
 from edge_ser.config import Config
 from edge_ser.model import EmotionModel, OnnxModel
 from edge_ser.preprocess import prepare_window
@@ -214,14 +214,16 @@ def predict_clip(
     if cfg.aggregate.mode != "voice_note":
         cfg = cfg.model_copy(deep=True)
         cfg.aggregate.mode = "voice_note"
+    pieces: Iterable[NDArray[np.float32]]
     if isinstance(audio_or_path, (str, Path)):
-        audio = read_wav(audio_or_path)
+        pieces = WavFile(audio_or_path).blocks()  # read a few seconds at a time
     else:
         audio = np.asarray(audio_or_path, dtype=np.float32)
+        block = int(CLIP_BLOCK_S * SAMPLE_RATE)
+        pieces = (audio[i : i + block] for i in range(0, len(audio), block))
     if model is None:
         model = OnnxModel.from_config(cfg.model)
     pipe = EmotionPipeline(cfg, model)
-    block = int(CLIP_BLOCK_S * SAMPLE_RATE)
-    for i in range(0, len(audio), block):
-        pipe.process(audio[i : i + block])
+    for piece in pieces:
+        pipe.process(piece)
     return pipe.flush()[-1]

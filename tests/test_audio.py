@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 import wave
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from edge_ser import SAMPLE_RATE
-from edge_ser.audio import pcm_to_float, read_wav, resample, to_mono, write_wav
+from edge_ser import SAMPLE_RATE, audio
+from edge_ser.audio import WavFile, pcm_to_float, read_wav, resample, to_mono, write_wav
 from edge_ser.errors import AudioError
 
 
@@ -135,3 +136,81 @@ def test_empty_and_nan_wavs(tmp_path: Path) -> None:
     wavfile.write(str(tmp_path / "nan.wav"), 16000, bad)
     with pytest.raises(AudioError, match="NaN"):
         read_wav(tmp_path / "nan.wav")
+
+
+# --- reading block by block ----------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("rate", "fmt", "channels"),
+    [(44100, "int16", 2), (48000, "float32", 1), (22050, "int24", 1), (8000, "int32", 2)],
+)
+def test_blocks_match_the_whole_file(
+    tmp_path: Path, clip: np.ndarray, monkeypatch: pytest.MonkeyPatch,
+    rate: int, fmt: str, channels: int,
+) -> None:
+    monkeypatch.setattr(audio, "BLOCK_S", 0.37)  # many blocks, edges at odd places
+    x = resample(clip, SAMPLE_RATE, rate) * np.float32(0.9)
+    path = tmp_path / f"{rate}-{fmt}.wav"
+    if fmt == "int24":
+        _write_24bit(path, x, rate)
+    else:
+        data = np.stack([x, 0.5 * x], axis=1) if channels == 2 else x
+        wavfile.write(str(path), rate, _encode(data, fmt))
+    wav = WavFile(path)
+    assert (wav.rate_in, wav.channels) == (rate, channels)
+    blocks = list(wav.blocks())
+    assert len(blocks) >= 8
+    _, raw = wavfile.read(str(path))
+    whole = resample(to_mono(pcm_to_float(raw)), rate, SAMPLE_RATE)
+    got = np.concatenate(blocks)
+    assert abs(got.size - whole.size) <= 1
+    n = min(got.size, whole.size)
+    assert np.max(np.abs(got[:n] - whole[:n])) < 1e-3  # no clicks at block edges
+
+
+def test_a_long_file_is_never_in_memory_whole(tmp_path: Path) -> None:
+    rate, seconds = 48000, 180
+    t = np.arange(rate * seconds) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    path = tmp_path / "long.wav"
+    wavfile.write(str(path), rate, _encode(np.stack([tone, tone], axis=1), "int16"))
+    size = path.stat().st_size  # 35 MB; the whole file as float64 would be 69 MB
+    del t, tone
+    wav = WavFile(path)
+    tracemalloc.start()
+    try:
+        samples = sum(b.size for b in wav.blocks())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert abs(samples - SAMPLE_RATE * seconds) <= 1
+    assert peak < size / 4, f"peak {peak / 1e6:.1f} MB while reading a {size / 1e6:.1f} MB file"
+
+
+def test_nan_later_in_the_file_is_found_after_the_audio_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audio, "BLOCK_S", 1.0)
+    x = np.zeros(SAMPLE_RATE * 3, dtype=np.float32)
+    x[SAMPLE_RATE * 2 + 5] = np.inf
+    wavfile.write(str(tmp_path / "inf.wav"), SAMPLE_RATE, x)
+    blocks = WavFile(tmp_path / "inf.wav").blocks()
+    assert next(blocks).size == SAMPLE_RATE and next(blocks).size == SAMPLE_RATE
+    with pytest.raises(AudioError, match=r"inf.wav: .*NaN or infinite samples \(after 2.00 s\)"):
+        next(blocks)
+
+
+def test_a_file_cut_short_while_it_is_read_ends_early(
+    tmp_path: Path, clip: np.ndarray, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(audio, "BLOCK_S", 0.5)
+    path = tmp_path / "shrinks.wav"
+    write_wav(path, clip)
+    wav = WavFile(path)
+    with path.open("r+b") as f:
+        f.truncate(44 + SAMPLE_RATE)  # 0.5 s of 16-bit samples left
+    with caplog.at_level("WARNING"):
+        got = np.concatenate(list(wav.blocks()))
+    assert abs(got.size - SAMPLE_RATE // 2) <= 1
+    assert "ends early at 0.50 s" in caplog.text

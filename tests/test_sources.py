@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy.io import wavfile
 
 from edge_ser import SAMPLE_RATE
 from edge_ser.audio import read_wav, resample, write_wav
@@ -290,3 +291,16 @@ def test_devices_command_real_pyaudio() -> None:
         assert "no audio input devices found" in proc.stdout
     else:
         assert proc.returncode == 0 and "supported Hz" in proc.stdout
+
+
+def test_file_source_bad_samples_later_in_the_file_end_it_with_the_error(tmp_path: Path) -> None:
+    x = np.concatenate([read_wav(CLIP), np.zeros(SAMPLE_RATE * 5, dtype=np.float32)])
+    x[-10] = np.nan  # in the last 4-s block: found after the blocks before it were played
+    path = tmp_path / "nan-late.wav"
+    wavfile.write(str(path), SAMPLE_RATE, x)
+    col = Collector()
+    FileSource(path, realtime=False).start(col.push, col.finish)
+    assert col.done.wait(10)
+    assert isinstance(col.error, AudioError) and "NaN" in str(col.error)
+    block = 4 * SAMPLE_RATE  # audio.BLOCK_S
+    assert col.audio.size >= (x.size - 1) // block * block  # the blocks before it were played

@@ -70,7 +70,6 @@ class OutputClosed(Exception):
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `edge-ser --help` does not load onnxruntime and scipy.
-    from edge_ser.audio import read_wav
     from edge_ser.model import OnnxModel
     from edge_ser.pipeline import predict_clip
 
@@ -83,13 +82,13 @@ def run(args: argparse.Namespace) -> int:
     for name in args.files:
         record: dict[str, Any] = {"file": name}
         try:
-            audio = read_wav(name)
+            result = predict_clip(name, cfg, model)  # reads the WAV a few seconds at a time
         except AudioError as exc:
             failed += 1
             record["error"] = str(exc)
             log.debug("skipping %s: %s", name, exc)
         else:
-            record.update(predict_clip(audio, cfg, model).to_dict())
+            record.update(result.to_dict())
         try:
             _emit(record, args.format, sys.stdout)
         except OutputClosed:  # stop quietly, as a tool killed by SIGPIPE would

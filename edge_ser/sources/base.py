@@ -6,17 +6,14 @@ chunks, handed to ``push`` as they are captured. Audio stays in memory: no sourc
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
-from fractions import Fraction
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_ser import SAMPLE_RATE
-from edge_ser.audio import pcm_to_float, resample
+from edge_ser.audio import StreamResampler, pcm_to_float
 from edge_ser.errors import EdgeSerError
 
 Float32Array = NDArray[np.float32]
@@ -24,6 +21,8 @@ Float32Array = NDArray[np.float32]
 PushFn = Callable[[Float32Array], Any]
 #: Called once when a source ends: ``None`` at end of input, or the error that ended it.
 DoneFn = Callable[[EdgeSerError | None], None]
+
+__all__ = ["AudioSource", "DoneFn", "PushFn", "StreamResampler", "ThreadedSource", "s16le_to_float"]
 
 
 class AudioSource(Protocol):
@@ -72,58 +71,6 @@ class ThreadedSource:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=self.join_timeout_s)
         self.state = "stopped"
-
-
-class StreamResampler:
-    """Chunk-by-chunk resampling to 16 kHz, identical to resampling the whole stream.
-
-    Each call resamples the new input together with a little context from both sides (the
-    polyphase filter's support), so chunk edges leave no clicks. The price is a delay of
-    ``context`` input samples (under 30 ms); :meth:`flush` returns the held-back tail.
-    """
-
-    def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE) -> None:
-        self.rate_in, self.rate_out = rate_in, rate_out
-        ratio = Fraction(rate_out, rate_in)
-        self.up, self.down = ratio.numerator, ratio.denominator
-        # resample_poly's filter reaches 10 * max(up, down) samples at the upsampled rate
-        half = math.ceil(10 * max(self.up, self.down) / self.up) + 2
-        self.context = self.down * math.ceil(half / self.down)  # a multiple of `down`
-        self._buf = np.zeros(self.context, dtype=np.float32)  # history starts as silence
-
-    @property
-    def passthrough(self) -> bool:
-        return self.rate_in == self.rate_out
-
-    def process(self, x: Float32Array) -> Float32Array:
-        if self.passthrough:
-            return np.asarray(x, dtype=np.float32)
-        self._buf = np.concatenate([self._buf, np.asarray(x, dtype=np.float32)])
-        c = self.context
-        usable = (self._buf.size - 2 * c) // self.down * self.down
-        if usable <= 0:
-            return np.zeros(0, dtype=np.float32)
-        y = resample(self._buf[: c + usable + c], self.rate_in, self.rate_out)
-        lo = c * self.up // self.down
-        out = y[lo : lo + usable * self.up // self.down]
-        self._buf = self._buf[usable:]
-        return np.asarray(out, dtype=np.float32)
-
-    def flush(self) -> Float32Array:
-        """Resample what is held back (end of stream); the resampler is reset."""
-        if self.passthrough:
-            return np.zeros(0, dtype=np.float32)
-        c = self.context
-        rest = self._buf.size - c
-        out = np.zeros(0, dtype=np.float32)
-        if rest > 0:
-            pad = (-rest) % self.down
-            buf = np.concatenate([self._buf, np.zeros(pad + c, dtype=np.float32)])
-            y = resample(buf, self.rate_in, self.rate_out)
-            lo = c * self.up // self.down
-            out = np.asarray(y[lo : lo + rest * self.up // self.down], dtype=np.float32)
-        self._buf = np.zeros(c, dtype=np.float32)
-        return out
 
 
 def s16le_to_float(data: bytes, channels: int) -> Float32Array:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_ser import SAMPLE_RATE
-from edge_ser.audio import read_wav
-from edge_ser.errors import EdgeSerError
+from edge_ser.audio import Float32Array, WavFile
+from edge_ser.errors import AudioError, EdgeSerError
 from edge_ser.sources.base import DoneFn, PushFn, ThreadedSource
 
 log = logging.getLogger(__name__)
 
 
 class FileSource(ThreadedSource):
-    """Reads the whole WAV (any rate, resampled to 16 kHz) into memory, then plays it in chunks.
+    """Plays a WAV (any rate, resampled to 16 kHz) in chunks, reading a few seconds at a time.
 
     ``realtime=True`` paces chunks by the clock (a stand-in for a microphone); ``False`` pushes
     them as fast as the consumer accepts them. ``loop=True`` starts again at the end; otherwise
@@ -37,25 +40,41 @@ class FileSource(ThreadedSource):
         self.loops = 0
 
     def start(self, push: PushFn, done: DoneFn) -> None:
-        audio = read_wav(self.path)  # AudioError here, in the caller's thread, for a bad file
+        wav = WavFile(self.path)  # AudioError here, in the caller's thread, for a bad file
         log.info(
-            "playing %s (%.2f s, %s%s)", self.path, audio.size / SAMPLE_RATE,
+            "playing %s (%.2f s, %s%s)", self.path, wav.duration_s,
             "real time" if self.realtime else "as fast as possible",
             ", looped" if self.loop else "",
         )
         self.state = "playing"
-        self._start_thread(lambda: self._play(audio, push, done), "edge-ser-file")
+        self._start_thread(lambda: self._play(wav, push, done), "edge-ser-file")
 
-    def _play(self, audio: Any, push: PushFn, done: DoneFn) -> None:
+    def _chunks(self, wav: WavFile) -> Iterator[Float32Array]:
+        """One pass over the file in chunks of ``chunk_ms`` (the last one may be shorter)."""
+        rest = np.zeros(0, dtype=np.float32)
+        try:
+            for block in wav.blocks():
+                audio = np.concatenate([rest, block]) if rest.size else block
+                full = audio.size // self.chunk * self.chunk
+                for i in range(0, full, self.chunk):
+                    yield audio[i : i + self.chunk]
+                rest = audio[full:]
+        except AudioError:  # bad samples further on: what came before them is played first
+            if rest.size:
+                yield rest
+            raise
+        if rest.size:
+            yield rest
+
+    def _play(self, wav: WavFile, push: PushFn, done: DoneFn) -> None:
         error: EdgeSerError | None = None
         t0 = time.monotonic()
         played = 0  # samples since t0, for pacing
         try:
             while not self._stop.is_set():
-                for i in range(0, audio.size, self.chunk):
+                for block in self._chunks(wav):
                     if self._stop.is_set():
                         break
-                    block = audio[i : i + self.chunk]
                     if self.realtime:
                         ahead = t0 + (played + block.size) / SAMPLE_RATE - time.monotonic()
                         if ahead > 0 and self._stop.wait(ahead):
