@@ -31,10 +31,23 @@ DROP_WARN_EVERY_S = 60.0  # dropping audio is logged at WARNING at most this oft
 
 @dataclass(frozen=True)
 class Chunk:
-    """A block of 16 kHz mono float32 audio and the ``time.monotonic()`` it was captured."""
+    """A block of 16 kHz mono float32 audio, the ``time.monotonic()`` it was captured, and how
+    many samples the queue dropped right before it (``gap``)."""
 
     audio: Float32Array
     arrived: float
+    gap: int = 0
+
+
+def split_at_gaps(chunks: list[Chunk]) -> list[tuple[int, list[Chunk]]]:
+    """``chunks`` as runs of contiguous audio, each with the samples dropped before it."""
+    runs: list[tuple[int, list[Chunk]]] = []
+    for c in chunks:
+        if c.gap or not runs:
+            runs.append((c.gap, [c]))
+        else:
+            runs[-1][1].append(c)
+    return runs
 
 
 class QueueClosed(Exception):
@@ -68,16 +81,21 @@ class DropOldestQueue:
                 raise QueueClosed("queue closed")
             if chunk.audio.size > self.capacity:  # keep the newest part of an oversize chunk
                 cut = chunk.audio.size - self.capacity
-                chunk = Chunk(chunk.audio[cut:], chunk.arrived)
+                chunk = Chunk(chunk.audio[cut:], chunk.arrived, gap=cut)
                 dropped += cut
                 self.dropped_chunks += 1
             self._items.append(chunk)
             self._samples += chunk.audio.size
+            lost = 0  # dropped from the front, with the gaps before them
             while self._samples > self.capacity:
                 old = self._items.popleft()
                 self._samples -= old.audio.size
                 dropped += old.audio.size
+                lost += old.gap + old.audio.size
                 self.dropped_chunks += 1
+            if lost:  # the consumer must learn that audio is missing before the new front
+                front = self._items[0]
+                self._items[0] = Chunk(front.audio, front.arrived, front.gap + lost)
             self.dropped_samples += dropped
             self.high_water = max(self.high_water, self._samples)
             self._cond.notify()

@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_ser import SAMPLE_RATE
 from edge_ser.aggregate import EmotionResult
-from edge_ser.capture import DropOldestQueue, QueueClosed
+from edge_ser.capture import Chunk, DropOldestQueue, QueueClosed, split_at_gaps
 from edge_ser.config import Config
 from edge_ser.errors import EdgeSerError
 from edge_ser.memory import MemoryGuard, limit_malloc_arenas
@@ -71,9 +71,10 @@ class Daemon:
         self.duty = DutyCycle(cfg.budgets.duty_cycle)
         self.queue = DropOldestQueue(cfg.source.queue_s)
         self.latency = LatencyWindow()
-        self.clock = StreamClock()
+        marks = int(cfg.source.queue_s * 1000 / cfg.source.chunk_ms) + 1000
+        self.clock = StreamClock(keep=max(4000, marks))  # one mark per queued chunk
         self.events = 0
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # set by a stop request only: cuts a rest short
         self.stopper = StopControl(cfg.mqtt.stop_flush_s + STOP_GRACE_S, self._wake)
         self._source_error: EdgeSerError | None = None
         self._stopping = False
@@ -96,8 +97,7 @@ class Daemon:
             log.error("audio source failed: %s", error)
         else:
             log.info("audio source %s ended", self.source.name)
-        self.queue.close()
-        self._wake.set()
+        self.queue.close()  # wakes the worker's get_all; a duty-cycle rest still runs out
 
     def _push(self, audio: Any) -> None:
         if self.source.live:
@@ -185,16 +185,14 @@ class Daemon:
         next_stats = time.monotonic() + interval
         while self.stop_reason is None:
             chunks = self.queue.get_all(timeout=TICK_S)
-            if chunks:
-                for c in chunks:
-                    self.clock.advance(c.audio.size / SAMPLE_RATE, c.arrived)
-                audio = np.concatenate([c.audio for c in chunks])
-                step = self.pipeline.windower.length  # a backlog: one window's audio at a time
-                for at in range(0, audio.size, step):
-                    self._process(audio[at:at + step])
-                    if self.stop_reason is not None:
-                        break  # what is left was queued before the stop: the flush ends it
-            elif self.queue.drained:
+            for gap, run in split_at_gaps(chunks):
+                if gap:  # the queue dropped audio here: the utterance before it ends
+                    self.clock.skip(gap)
+                    self._emit(self.pipeline.skip(gap))
+                self._feed(run)
+                if self.stop_reason is not None:
+                    break  # what is left was queued before the stop: the flush ends it
+            if not chunks and self.queue.drained:
                 self._emit(self.pipeline.flush())
                 self.stopper.request("end of input")
             self.notifier.watchdog()
@@ -202,6 +200,16 @@ class Daemon:
             if time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + interval
                 self.sink.publish_stats(self.stats())
+
+    def _feed(self, run: list[Chunk]) -> None:
+        for c in run:
+            self.clock.advance(c.audio.size, c.arrived)
+        audio = np.concatenate([c.audio for c in run])
+        step = self.pipeline.windower.length  # a backlog: one window's audio at a time
+        for at in range(0, audio.size, step):
+            self._process(audio[at:at + step])
+            if self.stop_reason is not None:
+                return
 
     def _process(self, audio: np.ndarray) -> None:
         """Feed one piece, publish what it completes, rest for the duty cycle, ping."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +25,9 @@ M_MMAP_THRESHOLD = -3
 _MiB = 1024 * 1024
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """glibc, looked up once (find_library runs ldconfig: a subprocess, while memory is tight)."""
     name = ctypes.util.find_library("c")
     if not name:
         return None

@@ -96,6 +96,9 @@ def _info_from(path: Path, session: ort.InferenceSession) -> ModelInfo:
         raise ModelError(
             f"{path}: input '{INPUT_NAME}' must have rank 2 [batch, samples], found {inp.shape}"
         )
+    if isinstance(inp.shape[0], int) and inp.shape[0] != 1:  # windows come one or a few
+        raise ModelError(f"{path}: input '{INPUT_NAME}' has a fixed batch of {inp.shape[0]}; "
+                         "the batch must be dynamic or 1")
     outputs = {o.name: o for o in session.get_outputs()}
     out = outputs.get(OUTPUT_NAME)
     if out is None:

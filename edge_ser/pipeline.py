@@ -109,6 +109,13 @@ class EmotionPipeline:
             events = self.vad.process(samples)
         return self._handle(events)
 
+    def skip(self, n_samples: int) -> list[EmotionResult]:
+        """``n_samples`` of audio went missing (the capture queue dropped them): the open
+        utterance ends before the gap, and stream times after it stay true."""
+        with self._timed("vad"):
+            events = self.vad.skip(n_samples)
+        return self._handle(events)
+
     def flush(self) -> list[EmotionResult]:
         """End of input: close the open utterance; in voice-note mode return the one result."""
         with self._timed("vad"):

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from edge_ser import SAMPLE_RATE
+
 
 class LatencyWindow:
     """The last ``size`` latencies in seconds, with percentiles in milliseconds."""
@@ -52,23 +54,35 @@ class CpuMeter:
 
 
 class StreamClock:
-    """Maps stream time (seconds of audio the worker has consumed) to when that audio arrived.
+    """Maps stream time (audio the worker has consumed, counted in samples) to when that audio
+    arrived.
 
     The worker records each chunk's end position and arrival time; the latency of an event
-    ending at ``end_s`` is "now" minus the arrival of the chunk holding ``end_s``.
+    ending at ``end_s`` is "now" minus the arrival of the chunk holding ``end_s``. ``keep``
+    marks are held (size it to the capture queue's chunks, or a long backlog reads short).
     """
 
-    def __init__(self, keep: int = 4000) -> None:
-        self._marks: deque[tuple[float, float]] = deque(maxlen=keep)  # (stream end s, arrived)
-        self.position_s = 0.0
+    def __init__(self, keep: int = 4000, rate: int = SAMPLE_RATE) -> None:
+        self._marks: deque[tuple[int, float]] = deque(maxlen=keep)  # (end sample, arrived)
+        self.rate = rate
+        self.position = 0  # samples
 
-    def advance(self, seconds: float, arrived: float) -> None:
-        self.position_s += seconds
-        self._marks.append((self.position_s, arrived))
+    @property
+    def position_s(self) -> float:
+        return self.position / self.rate
+
+    def advance(self, samples: int, arrived: float) -> None:
+        self.position += samples
+        self._marks.append((self.position, arrived))
+
+    def skip(self, samples: int) -> None:
+        """Audio that never reached the worker (dropped): the position moves, no mark."""
+        self.position += samples
 
     def arrival_of(self, stream_s: float) -> float | None:
+        at = round(stream_s * self.rate)
         for end, arrived in self._marks:
-            if end >= stream_s - 1e-6:
+            if end >= at:
                 return arrived
         return self._marks[-1][1] if self._marks else None
 

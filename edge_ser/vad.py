@@ -159,8 +159,8 @@ class VadGate:
     def process(self, samples: Float32Array) -> list[VadEvent]:
         """Feed mono float32 samples at the gate's rate; return the events they complete."""
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
-        if self._rest.size:
-            x = np.concatenate([self._rest, x])
+        # frames are kept (pre-roll, candidates): never views of the caller's buffer
+        x = np.concatenate([self._rest, x]) if self._rest.size else x.copy()
         n_frames = len(x) // self.frame_len
         if n_frames == 0:
             self._rest = x.copy()
@@ -192,6 +192,13 @@ class VadGate:
         self._pending = []
         self._ring.clear()
         self._state = _IDLE
+        return events
+
+    def skip(self, n_samples: int) -> list[VadEvent]:
+        """``n_samples`` of audio went missing (dropped by the capture queue): the open
+        utterance ends before the gap, and the clock moves past it."""
+        events = self.flush()
+        self._pos += n_samples
         return events
 
     def _peak_veto(self, voiced: bool, level_db: float) -> bool:
@@ -245,14 +252,17 @@ class VadGate:
 
     def _close(self, frame: Float32Array, events: list[VadEvent]) -> None:
         """Hangover expired at ``frame`` (not part of the utterance)."""
+        before: list[tuple[int, Float32Array]] = []  # audio that may be the next pre-roll
         if self._state == _SPEECH:
             self._end(events)
         else:
             log.debug("dropped %d voiced frames (< min_speech_ms)", self._voiced)
+            before = self._pending
         self._pending = []
         self._state = _IDLE
         self._ring.clear()
         if self._preroll_frames:
+            self._ring.extend(before)  # the ring keeps the newest preroll frames of them
             self._ring.append((self._pos, frame))
 
     def _emit_chunk(self, events: list[VadEvent]) -> None:

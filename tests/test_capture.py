@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from edge_ser.capture import DropOldestQueue, QueueClosed
+from edge_ser.capture import Chunk, DropOldestQueue, QueueClosed, split_at_gaps
 
 
 def _chunk(value: float, n: int = 160) -> np.ndarray:
@@ -118,3 +118,18 @@ def test_thread_safe_accounting_under_contention() -> None:
     consumer.join(5)
     assert got + q.dropped_samples == producers * per_producer * n
     assert q.high_water <= q.capacity
+
+
+def test_dropped_audio_is_a_gap_before_the_next_chunk() -> None:
+    q = DropOldestQueue(capacity_s=0.1, rate=100)  # 10 samples
+    for i in range(4):
+        q.put(np.full(4, i, np.float32))  # 16 samples offered: chunks 0 and 1 are dropped
+    got = q.get_all()
+    assert [(int(c.audio[0]), c.gap) for c in got] == [(2, 8), (3, 0)]
+    assert [(gap, len(run)) for gap, run in split_at_gaps(got)] == [(8, 2)]
+    q.put(np.arange(25, dtype=np.float32))  # oversize: its oldest 15 samples are cut
+    (chunk,) = q.get_all()
+    assert chunk.gap == 15 and chunk.audio[0] == 15
+    one = np.zeros(1, np.float32)
+    runs = split_at_gaps([Chunk(one, 0.0), Chunk(one, 0.0, gap=3), Chunk(one, 0.0)])
+    assert [(gap, len(run)) for gap, run in runs] == [(0, 1), (3, 2)]

@@ -61,6 +61,13 @@ def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
         ("windows:\n  hop_s: 0.001\n", 2, "windows.hop_s", "greater than or equal to 0.5"),
         ("budgets:\n  duty_cycle: 1e-300\n", 2, "budgets.duty_cycle", "0.05"),
         ("logging:\n  level: LOUD\n", 2, "logging.level", "DEBUG"),
+        ("source:\n  queue_s: 0.5\n  chunk_ms: 1000\n", 2, "source.queue_s",
+         "at least two source.chunk_ms blocks"),
+        ("mqtt:\n  connect_wait_s: 1e300\n", 2, "mqtt.connect_wait_s", "less than or equal"),
+        ("vad:\n  max_utterance_s: 0.5\n", 2, "vad.max_utterance_s", "greater than or equal"),
+        ("mqtt:\n  host: a\n  port: 1883\n  host: null\n", 4, "mqtt.host",
+         "duplicate key (first at line 2"),
+        ("vad: {}\nmqtt: {}\nvad:\n  aggressiveness: 3\n", 3, "vad", "duplicate key"),
     ],
 )
 def test_errors_name_file_line_and_key(
@@ -226,3 +233,9 @@ def test_check_config_bad_key_exit_2_one_line(tmp_path: Path) -> None:
         f"edge-ser check-config: error: {tmp_path / 'edge-ser.yaml'}:2: vad.agressiveness: "
         "unknown key"
     )
+
+
+def test_a_home_relative_path_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = load_config(_write(tmp_path, "model:\n  path: ~/models/m.onnx\n"))
+    assert cfg.model.path == tmp_path / "home" / "models" / "m.onnx"

@@ -186,13 +186,20 @@ def test_live_source_drops_oldest_audio_when_the_worker_lags(
     tmp_path: Path, tiny_model: Path
 ) -> None:
     note = tmp_path / "note.wav"
-    write_wav(note, read_wav(VOICE_NOTE)[: 16000 * 7])  # the first utterance
+    write_wav(note, read_wav(VOICE_NOTE)[: 16000 * 21 // 2])  # the first two utterances
     cfg = Config(source=SourceConfig(type="file", path=note, realtime=True, queue_s=0.5))
     daemon = _in_process(cfg, SlowModel(tiny_model, 2.5), tmp_path / "out.jsonl")
-    stats = _of(_lines((tmp_path / "out.jsonl").read_text()), "stats")[-1]
+    lines = _lines((tmp_path / "out.jsonl").read_text())
+    stats = _of(lines, "stats")[-1]
     assert stats["audio_dropped_s"] > 1.0 and stats["audio_dropped_chunks"] > 10
     assert stats["queue_high_water_s"] <= 0.5 + 1e-6
     assert daemon.queue.dropped_s == pytest.approx(stats["audio_dropped_s"], abs=0.01)
+    # dropped audio is a gap in the stream, not a splice: times after it stay true
+    assert stats["stream_s"] == pytest.approx(10.5, abs=0.05)
+    events = _of(lines, "emotion")
+    assert len(events) == 2, events
+    for e, (start, end) in zip(events, UTTERANCES, strict=False):
+        assert start - 0.4 <= e["start_s"] and e["end_s"] <= end + 0.4, (e["start_s"], e["end_s"])
 
 
 class PingLog:
@@ -233,6 +240,8 @@ def test_duty_cycle_rest_keeps_pinging_the_watchdog(tmp_path: Path, tiny_model: 
     assert daemon.events == 3 and daemon.duty.rested_s > 6.0
     gaps = np.diff(pings.pings)
     assert gaps.max() < 0.25 + 0.15 + 0.3, gaps.max()
+    # a rest is a wait, not a spin (the file ends early and must not cut the waits short)
+    assert len(pings.pings) < 4 * daemon.duty.rested_s / 0.25 + 50, len(pings.pings)
 
 
 def test_events_undelivered_at_the_end_exit_1(tmp_path: Path, tiny_model: Path) -> None:

@@ -125,6 +125,7 @@ def test_not_onnx(tmp_path: Path) -> None:
         ("input-name", {"input_name": "audio"}, "input named 'waveform'"),
         ("input-dtype", {"input_dtype": "float64"}, "must be float32"),
         ("input-rank", {"input_rank": 3}, "rank 2"),
+        ("fixed-batch", {"batch": 4}, "fixed batch of 4"),
         ("output-name", {"output_name": "scores"}, "no output named 'logits'"),
         ("output-classes", {"n_out": 3}, "[batch, 4]"),
         ("labels-order", {"metadata": {"labels": "happiness,anger,neutral,sadness"}}, "labels"),

@@ -17,6 +17,7 @@ from scipy.io import wavfile
 
 from edge_ser import SAMPLE_RATE
 from edge_ser.audio import read_wav, resample, write_wav
+from edge_ser.capture import QueueClosed
 from edge_ser.commands.devices import describe
 from edge_ser.config import SourceConfig
 from edge_ser.errors import AudioError, EdgeSerError
@@ -304,3 +305,35 @@ def test_file_source_bad_samples_later_in_the_file_end_it_with_the_error(tmp_pat
     assert isinstance(col.error, AudioError) and "NaN" in str(col.error)
     block = 4 * SAMPLE_RATE  # audio.BLOCK_S
     assert col.audio.size >= (x.size - 1) // block * block  # the blocks before it were played
+
+
+@pytest.mark.parametrize("kind", ["file", "stdin"])
+def test_a_stopping_consumer_is_quiet_and_a_bug_is_an_error_not_an_end(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def make() -> FileSource | StdinSource:
+        if kind == "file":
+            return FileSource(CLIP, realtime=False)
+        pcm = tmp_path / "in.raw"
+        pcm.write_bytes(_to_pcm(read_wav(CLIP)))
+        return StdinSource(stream=pcm.open("rb"), rate=SAMPLE_RATE, channels=1, live=False)
+
+    def closed(block: np.ndarray) -> None:
+        raise QueueClosed("stopping")
+
+    col = Collector()
+    src = make()
+    with caplog.at_level("DEBUG"):
+        src.start(closed, col.finish)
+        assert src._thread is not None
+        src._thread.join(5)
+    assert not col.done.is_set() and src.state == "stopped"  # not an end of input
+    assert not [r for r in caplog.records if r.levelno >= 30], caplog.text
+
+    def broken(block: np.ndarray) -> None:
+        raise RuntimeError("boom")
+
+    col = Collector()
+    make().start(broken, col.finish)
+    assert col.done.wait(5)
+    assert isinstance(col.error, AudioError) and "RuntimeError: boom" in str(col.error)

@@ -207,3 +207,45 @@ def test_peak_range_keeps_a_quieter_phrase_after_a_loud_one(note: np.ndarray) ->
 def test_peak_range_bounds(bad: float) -> None:
     with pytest.raises(ValueError):
         _vad(peak_range_db=bad)
+
+
+def test_a_reused_input_buffer_does_not_change_the_speech(note: np.ndarray) -> None:
+    """Pre-roll and candidate frames are kept: they must be copies, not views of the caller's
+    buffer (a capture loop that refills one buffer)."""
+    def speech(reuse: bool) -> np.ndarray:
+        gate, buf, out = VadGate(), np.empty(480, np.float32), []
+        for i in range(0, note.size - 480 + 1, 480):
+            if reuse:
+                buf[:] = note[i : i + 480]
+            evs = gate.process(buf if reuse else note[i : i + 480].copy())
+            out += [e.audio for e in evs if isinstance(e, SpeechAudio)]
+        out += [e.audio for e in gate.flush() if isinstance(e, SpeechAudio)]
+        return np.concatenate(out)
+
+    np.testing.assert_array_equal(speech(reuse=True), speech(reuse=False))
+
+
+def test_preroll_is_whole_after_a_dropped_blip() -> None:
+    """A blip shorter than min_speech_ms is dropped; speech right after it still gets its full
+    pre-roll (the frames before it, which were the blip's candidate frames)."""
+    gate = VadGate()  # 30 ms frames, pre-roll 300 ms, hangover 600 ms, min speech 250 ms
+    events: list[VadEvent] = []
+    pattern = [False] * 30 + [True] * 2 + [False] * 24 + [True] * 40 + [False] * 30
+    for voiced in pattern:
+        gate._step(np.zeros(gate.frame_len, np.float32), voiced, events)
+        gate._pos += gate.frame_len
+    start = next(e.t_s for e in events if isinstance(e, SpeechStart))
+    onset = (30 + 2 + 24) * 0.03
+    assert onset - start == pytest.approx(0.3, abs=1e-6)
+
+
+def test_skip_ends_the_utterance_at_the_gap_and_moves_the_clock(note: np.ndarray) -> None:
+    gate = VadGate()
+    events = gate.process(note[: SAMPLE_RATE * 3])  # inside the first utterance (1.7-4.7 s)
+    assert gate.in_speech
+    events += gate.skip(SAMPLE_RATE * 10)
+    assert isinstance(events[-1], SpeechEnd) and events[-1].t_s == pytest.approx(3.0, abs=0.03)
+    assert not gate.in_speech and gate.time_s == pytest.approx(13.0, abs=0.03)
+    later = gate.process(note[SAMPLE_RATE * 13 :]) + gate.flush()  # inside the third (12.2-)
+    start = next(e.t_s for e in later if isinstance(e, SpeechStart))
+    assert 13.0 <= start <= 13.1, start  # stream time, and no pre-roll from before the gap

@@ -33,14 +33,24 @@ def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...
         return
     seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
         for key, value in node.value:
             k = key.value
+            if k in first and k != "<<":  # YAML keeps the last one: a setting silently lost
+                raise _DuplicateKey(key.start_mark.line + 1, path + (k,), first[k])
+            first[k] = key.start_mark.line + 1
             out[path + (k,)] = key.start_mark.line + 1
             _line_index(value, path + (k,), out, seen)
             out[path + (k,)] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _line_index(item, path + (i,), out, seen)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, line: int, key: tuple[Any, ...], first: int) -> None:
+        super().__init__(line, key, first)
+        self.line, self.key, self.first = line, key, first
 
 
 def _alias_uses(text: str) -> int:
@@ -78,7 +88,12 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}:1: the top level must be a mapping of sections")
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
-        _line_index(node, (), lines, set())
+        try:
+            _line_index(node, (), lines, set())
+        except _DuplicateKey as dup:
+            key = ".".join(str(p) for p in dup.key)
+            raise ConfigError(f"{source}:{dup.line}: {key}: duplicate key (first at line "
+                              f"{dup.first}; YAML would keep only the last)") from None
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
@@ -135,9 +150,10 @@ def load_config(path: str | Path | None) -> Config:
 
 def _resolve_paths(cfg: Config, base: Path) -> Config:
     def fix(value: Path | None) -> Path | None:
-        if value is None or value.is_absolute():
+        if value is None:
             return value
-        return (base / value).resolve()
+        value = value.expanduser()  # ~ is the (service) user's home
+        return value if value.is_absolute() else (base / value).resolve()
 
     cfg.model.path = fix(cfg.model.path) or cfg.model.path
     if cfg.source.path is not None:

@@ -63,7 +63,7 @@ class MqttConfig(_Strict):
     )
     stats_interval_s: float = Field(60.0, gt=0, description="Period of the stats topic, seconds.")
     connect_wait_s: float = Field(
-        10.0, ge=0,
+        10.0, ge=0, le=3600,
         description="At start-up, wait this long (seconds) for the broker; a refusal "
         "(credentials, TLS) within it stops the daemon, an unreachable broker does not.",
     )

@@ -62,6 +62,9 @@ class SourceConfig(_Strict):
             raise ValueError("source.type 'file' needs source.path")
         if self.reopen_min_s > self.reopen_max_s:
             raise ValueError("source.reopen_min_s must not exceed source.reopen_max_s")
+        if self.queue_s * 1000 < 2 * self.chunk_ms:  # a smaller queue cuts every chunk
+            raise ValueError("source.queue_s must hold at least two source.chunk_ms blocks "
+                             f"({2 * self.chunk_ms / 1000:g} s)")
         return self
 
     @property
@@ -87,7 +90,10 @@ class VadConfig(_Strict):
         description="Utterances shorter than this are ignored, in milliseconds.",
     )
     max_utterance_s: float = Field(
-        60.0, gt=0, description="An utterance longer than this is closed and reported, seconds."
+        60.0, ge=1, le=3600,
+        description="Speech longer than this (seconds) is closed and reported as one utterance "
+        "and a new one begins; checked from the onset, so an utterance whose pre-roll and onset "
+        "frames already exceed it is closed at once, at that length.",
     )
     energy_floor_dbfs: float = Field(
         -70.0, le=0, description="Frames below this RMS level (dBFS) are never speech."

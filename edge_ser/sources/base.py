@@ -6,6 +6,7 @@ chunks, handed to ``push`` as they are captured. Audio stays in memory: no sourc
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -14,7 +15,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_ser.audio import StreamResampler, pcm_to_float
-from edge_ser.errors import EdgeSerError
+from edge_ser.capture import QueueClosed
+from edge_ser.errors import AudioError, EdgeSerError
+
+log = logging.getLogger(__name__)
 
 Float32Array = NDArray[np.float32]
 #: Called with each 16 kHz mono float32 chunk.
@@ -54,11 +58,29 @@ class ThreadedSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.state = "idle"
+        self.name = type(self).__name__
 
     def _start_thread(self, target: Callable[[], None], name: str) -> None:
         self._stop.clear()
         self._thread = threading.Thread(target=target, name=name, daemon=True)
         self._thread.start()
+
+    def _run_reader(self, body: Callable[[], None], done: DoneFn) -> None:
+        """Run a reader thread's ``body``, then report how it ended: the end of input, its
+        error, or nothing when the consumer closed the queue (the daemon is stopping)."""
+        error: EdgeSerError | None = None
+        try:
+            body()
+        except QueueClosed:
+            log.debug("%s: the consumer is stopping", self.name)
+            self.state = "stopped"
+            return
+        except EdgeSerError as exc:
+            error = exc
+        except Exception as exc:  # a bug: end with it, never pose as the end of the input
+            log.debug("%s failed", self.name, exc_info=True)
+            error = AudioError(f"{self.name}: the source failed ({type(exc).__name__}: {exc})")
+        self._finish(error, done)
 
     def _finish(self, error: EdgeSerError | None, done: DoneFn) -> None:
         """End of the worker: report the end (or the error) unless we were asked to stop."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from edge_ser import SAMPLE_RATE
 from edge_ser.audio import Float32Array, WavFile
-from edge_ser.errors import AudioError, EdgeSerError
+from edge_ser.errors import AudioError
 from edge_ser.sources.base import DoneFn, PushFn, ThreadedSource
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,9 @@ class FileSource(ThreadedSource):
             ", looped" if self.loop else "",
         )
         self.state = "playing"
-        self._start_thread(lambda: self._play(wav, push, done), "edge-ser-file")
+        self._start_thread(
+            lambda: self._run_reader(lambda: self._play(wav, push), done), "edge-ser-file"
+        )
 
     def _chunks(self, wav: WavFile) -> Iterator[Float32Array]:
         """One pass over the file in chunks of ``chunk_ms`` (the last one may be shorter)."""
@@ -66,31 +68,23 @@ class FileSource(ThreadedSource):
         if rest.size:
             yield rest
 
-    def _play(self, wav: WavFile, push: PushFn, done: DoneFn) -> None:
-        error: EdgeSerError | None = None
+    def _play(self, wav: WavFile, push: PushFn) -> None:
         t0 = time.monotonic()
         played = 0  # samples since t0, for pacing
-        try:
-            while not self._stop.is_set():
-                for block in self._chunks(wav):
-                    if self._stop.is_set():
-                        break
-                    if self.realtime:
-                        ahead = t0 + (played + block.size) / SAMPLE_RATE - time.monotonic()
-                        if ahead > 0 and self._stop.wait(ahead):
-                            break
-                    push(block)
-                    played += block.size
-                    self.samples_played += block.size
-                if not self.loop or self._stop.is_set():
+        while not self._stop.is_set():
+            for block in self._chunks(wav):
+                if self._stop.is_set():
                     break
-                self.loops += 1
-        except EdgeSerError as exc:
-            error = exc
-        except Exception as exc:  # the queue was closed under us, etc.
-            if not self._stop.is_set():
-                log.warning("file source stopped: %s", exc)
-        self._finish(error, done)
+                if self.realtime:
+                    ahead = t0 + (played + block.size) / SAMPLE_RATE - time.monotonic()
+                    if ahead > 0 and self._stop.wait(ahead):
+                        break
+                push(block)
+                played += block.size
+                self.samples_played += block.size
+            if not self.loop or self._stop.is_set():
+                break
+            self.loops += 1
 
     def stats(self) -> dict[str, Any]:
         return {

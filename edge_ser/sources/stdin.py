@@ -7,7 +7,7 @@ import sys
 from typing import IO, Any
 
 from edge_ser import SAMPLE_RATE
-from edge_ser.errors import AudioError, EdgeSerError
+from edge_ser.errors import AudioError
 from edge_ser.sources.base import (
     DoneFn,
     PushFn,
@@ -54,11 +54,12 @@ class StdinSource(ThreadedSource):
         if stream.isatty():
             raise AudioError("source.type 'stdin' needs raw PCM piped in, not a terminal")
         self.state = "reading"
-        self._start_thread(lambda: self._read(stream, push, done), "edge-ser-stdin")
+        self._start_thread(
+            lambda: self._run_reader(lambda: self._read(stream, push), done), "edge-ser-stdin"
+        )
         log.info("reading %s s16le PCM from stdin", self.name)
 
-    def _read(self, stream: IO[bytes], push: PushFn, done: DoneFn) -> None:
-        error: EdgeSerError | None = None
+    def _read(self, stream: IO[bytes], push: PushFn) -> None:
         carry = b""
         try:
             while not self._stop.is_set():
@@ -73,19 +74,13 @@ class StdinSource(ThreadedSource):
                     block = self._resampler.process(s16le_to_float(data, self.channels))
                     if block.size:
                         push(block)
-            tail = self._resampler.flush()
-            if tail.size and not self._stop.is_set():
-                push(tail)
-            if carry:
-                log.warning("stdin ended inside a sample frame; %d bytes ignored", len(carry))
         except OSError as exc:
-            error = AudioError(f"stdin: read failed ({exc.strerror or exc})")
-        except EdgeSerError as exc:
-            error = exc
-        except Exception as exc:  # the queue was closed under us
-            if not self._stop.is_set():
-                log.warning("stdin source stopped: %s", exc)
-        self._finish(error, done)
+            raise AudioError(f"stdin: read failed ({exc.strerror or exc})") from exc
+        tail = self._resampler.flush()
+        if tail.size and not self._stop.is_set():
+            push(tail)
+        if carry:
+            log.warning("stdin ended inside a sample frame; %d bytes ignored", len(carry))
 
     def stats(self) -> dict[str, Any]:
         return {
