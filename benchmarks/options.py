@@ -14,6 +14,26 @@ DEFAULT_NAMES = ("shipped-int8", "shipped-fp32", "distilhubert-int8", "distilhub
                  "distilhubert-torch")
 
 
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (s > 0 and s < 1e6):  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
+    return s
+
+
 def add_arguments(ap: argparse.ArgumentParser, sections: bool = True) -> None:
     ap.add_argument("--quick", action="store_true",
                     help="few repeats, a 5-s thermal run, short e2e (well under two minutes)")
@@ -22,9 +42,9 @@ def add_arguments(ap: argparse.ArgumentParser, sections: bool = True) -> None:
     ap.add_argument("--models", nargs="+", default=None, metavar="MODEL",
                     help=f"variants to measure: {', '.join(DEFAULT_NAMES)} and/or .onnx paths "
                          "(default: all five)")
-    ap.add_argument("--threads", type=int, default=None, metavar="N",
+    ap.add_argument("--threads", type=_threads, default=None, metavar="N",
                     help="measure 1..N threads (default: the usable cores)")
-    ap.add_argument("--duration", type=float, default=None, metavar="S",
+    ap.add_argument("--duration", type=_seconds, default=None, metavar="S",
                     help="thermal run length in seconds (default 120, quick 5)")
     ap.add_argument("--thermal-root", type=Path, default=Path("/sys/class/thermal"),
                     metavar="DIR", help="thermal zones (default /sys/class/thermal)")

@@ -23,7 +23,7 @@ from benchmarks.machine import load_average, machine_facts
 from benchmarks.measure import Runs, Settings
 from benchmarks.options import SECTIONS, add_arguments
 from benchmarks.units import q
-from benchmarks.variants import Variant, default_cache_dir, resolve_variants
+from benchmarks.variants import Variant, check_model_name, default_cache_dir, resolve_variants
 from edge_ser import __version__
 from edge_ser.errors import ConfigError
 
@@ -87,7 +87,14 @@ def run_bench(args: argparse.Namespace, sections: list[str]) -> Path:
     if threads < 1:
         raise ConfigError("--threads: must be at least 1")
     out = (args.out or Path("bench-out") / ("quick" if args.quick else "full")).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot create {out} ({exc.strerror or exc})") from exc
+    if args.thermal_model is not None:
+        check_model_name(args.thermal_model, "--thermal-model")
     settings = Settings.make(out, args.quick, threads, args.duration)
     settings.thermal_root = args.thermal_root
     settings.cpu_root = args.cpu_root

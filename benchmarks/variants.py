@@ -216,9 +216,19 @@ def resolve_variants(
             v.skipped = _torch_missing()
             v.notes.append("PyTorch eager, random init, plain (unchunked) front end")
             out.append(v)
-        elif item.endswith(".onnx") or Path(item).exists():
-            out.append(_custom(Path(item).resolve()))
         else:
-            raise ConfigError(f"--models: unknown model {item!r} (a path to .onnx, or one of "
-                             f"{', '.join(DEFAULT_NAMES)})")
+            check_model_name(item, "--models")
+            out.append(_custom(Path(item).resolve()))
     return out, build
+
+
+def check_model_name(item: str, option: str) -> None:
+    """``item`` is a variant name or an existing model file; ConfigError naming ``option``."""
+    if item in DEFAULT_NAMES:
+        return
+    if item.endswith(".onnx") or Path(item).exists():
+        if not Path(item).is_file():
+            raise ConfigError(f"{option}: no such model file {item}")
+        return
+    raise ConfigError(f"{option}: unknown model {item!r} (a path to .onnx, or one of "
+                      f"{', '.join(DEFAULT_NAMES)})")

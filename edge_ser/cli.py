@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from edge_ser import __version__
-from edge_ser.errors import EdgeSerError
+from edge_ser.errors import EdgeSerError, OutputClosed
 
 log = logging.getLogger(__name__)
+
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("edge_ser.commands.classify", "classify the emotion in WAV files"),
@@ -30,15 +33,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-ser", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"edge-ser {__version__}")
     parser.add_argument(
-        "--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level", default=None, choices=LEVELS,
         help="log level (default: WARNING, or the config's logging.level for 'run')",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         importlib.import_module(module).add_arguments(p)
+        p.add_argument("--log-level", default=argparse.SUPPRESS, choices=LEVELS,
+                       help="log level (also accepted before the command)")
         p.set_defaults(_module=module)
     return parser
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's last flush cannot fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,9 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         rc: int = importlib.import_module(args._module).run(args)
+        sys.stdout.flush()  # here, where a full disk is still a one-line error
         return rc
+    except (OutputClosed, BrokenPipeError):  # `| head`: stop quietly, as after SIGPIPE
+        _silence_stdout()
+        return 141
     except EdgeSerError as exc:
         print(f"edge-ser {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # writing the output (a full disk) or another system error
+        _silence_stdout()
+        where = f" ({exc.filename})" if exc.filename else " (writing the output)"
+        print(f"edge-ser {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -165,7 +165,8 @@ class Daemon:
             self.cfg.mqtt, resolve_device_id(self.cfg.mqtt), self.model_name
         )
         self.cpu = CpuMeter()
-        self.sink.start(wait_s=self.cfg.mqtt.connect_wait_s if self.cfg.mqtt.host else 0.0)
+        self.sink.start(wait_s=self.cfg.mqtt.connect_wait_s if self.cfg.mqtt.host else 0.0,
+                        cancel=lambda: self.stop_reason is not None)
         try:
             self.source.start(self._push, self._source_done)
             self.notifier.ready(f"listening on {self.source.name}")

@@ -25,3 +25,7 @@ class ModelError(EdgeSerError):
 
 class PublishError(EdgeSerError):
     """The event sink (MQTT broker) refused us or is misconfigured."""
+
+
+class OutputClosed(EdgeSerError):
+    """The reader of stdout went away (``| head``): the command stops quietly with 141."""

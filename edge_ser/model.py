@@ -167,6 +167,10 @@ def _open_session(path: Path, options: ort.SessionOptions) -> ort.InferenceSessi
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:
+        path.open("rb").close()
+    except OSError as exc:  # onnxruntime would only say "system error number 13"
+        raise ModelError(f"{path}: cannot read the model file ({exc.strerror or exc})") from exc
+    try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

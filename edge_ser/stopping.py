@@ -17,6 +17,7 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 TICK_S = 0.25  # how often the deadline thread looks at the clock (s)
+SAME_SIGNAL_S = 1.0  # a second signal this soon after the first is the same request (s)
 
 
 class StopControl:
@@ -29,6 +30,7 @@ class StopControl:
         self._wake = wake
         self._deadline_at: float | None = None  # monotonic time, set by a stop signal
         self.signalled = False
+        self._signalled_at = 0.0
 
     def request(self, reason: str) -> None:
         """Ask the worker to stop after the current block (the first reason is kept)."""
@@ -45,11 +47,15 @@ class StopControl:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
+        now = time.monotonic()
         if self.signalled:
+            if now - self._signalled_at < SAME_SIGNAL_S:
+                return  # one kill, delivered twice (timeout(1) also signals the process group)
             log.warning("second %s: exiting now", name)
             os._exit(1)
         # no locks here: the worker notices the reason within one tick
-        self._deadline_at = time.monotonic() + self._grace_s
+        self._signalled_at = now
+        self._deadline_at = now + self._grace_s
         self.signalled = True
         if self.reason is None:
             self.reason = name

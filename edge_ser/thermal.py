@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,8 @@ class SysfsSensor:
         try:
             text = self.path.read_text(encoding="ascii").strip()
             value = float(text)
+            if not math.isfinite(value):
+                raise ValueError(f"not a temperature: {text!r}")
         except (OSError, ValueError) as exc:
             if not self._warned:
                 self._warned = True

@@ -44,7 +44,7 @@ def quick_report(standins: tuple[Path, Path], tmp_path_factory: pytest.TempPathF
     cmd = [*EDGE_SER, "bench", "--quick", "--out", str(out), "--threads", "1",
            "--duration", "2", "--skip", "e2e", "--thermal-root", str(nowhere),
            "--cpu-root", str(nowhere),
-           "--models", str(standins[1]), str(standins[0]), str(out.parent / "missing.onnx")]
+           "--models", str(standins[1]), str(standins[0])]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("report.md")
@@ -78,9 +78,7 @@ def test_quick_report_has_every_section_key_and_unit(quick_report: Path) -> None
     assert m["ram_total"]["unit"] == "MiB" and m["ram_total"]["value"] > 0
     assert _floats_outside_figures(r) == []
 
-    lat = r["latency"]["models"]
-    assert lat["missing"]["status"] == "skipped"
-    assert "no such model file" in lat["missing"]["reason"]
+    lat = r["latency"]["models"]  # a missing model file is refused up front (misuse test)
     for name in ("tiny.int8", "tiny.fp32"):
         m1 = lat[name]
         assert m1["status"] == "ok", m1
@@ -296,3 +294,32 @@ def test_e2e_daemon_to_mqtt(standins: tuple[Path, Path], tmp_path: Path) -> None
     assert e["idle"]["cpu"]["value"] is not None
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "End of speech -> MQTT event: p50" in md
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["--out", "{file}"], "--out: {file} is a file, not a folder"),
+        (["--duration", "nan"], "argument --duration: must be a number of seconds above 0"),
+        (["--duration", "-5"], "argument --duration: must be a number of seconds above 0"),
+        (["--threads", "0"], "argument --threads: must be at least 1"),
+        (["--models", "/nonexistent.onnx"], "--models: no such model file /nonexistent.onnx"),
+        (["--thermal-model", "bogus"], "--thermal-model: unknown model 'bogus'"),
+    ],
+)
+def test_bench_misuse_is_one_line_before_measuring(
+    tmp_path: Path, args: list[str], why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_ser.cli import main
+
+    file = tmp_path / "a-file"
+    file.write_text("")
+    args = [a.replace("{file}", str(file)) for a in args]
+    try:
+        rc = main(["bench", "--quick", "--skip", "latency", "ram", "e2e", *args])
+    except SystemExit as exc:  # argparse: usage, then the error line
+        rc = int(exc.code or 0)
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("edge-ser bench: error: "), err
+    assert why.replace("{file}", str(file)) in err[-1]

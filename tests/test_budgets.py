@@ -146,3 +146,10 @@ def test_duty_cycle_rest() -> None:
     with pytest.raises(ValueError):
         DutyCycle(0.0)
     assert np.isclose(duty.busy_s / (duty.busy_s + duty.rested_s), 0.25)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf"])
+def test_a_zone_reading_that_is_not_a_temperature_is_unreadable(tmp_path: Path, text: str) -> None:
+    zone = tmp_path / "temp"
+    zone.write_text(f"{text}\n")
+    assert SysfsSensor(zone).read_c() is None

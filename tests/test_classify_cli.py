@@ -123,3 +123,38 @@ def test_default_model(examples: Path) -> None:
     else:
         assert proc.returncode == 0, proc.stderr
         assert _records(proc)[0]["emotion"] == "anger"
+
+
+def _closed_after_one_line(args: list[str]) -> tuple[int, str]:
+    """Run ``edge-ser ARGS | head -1``: read one line, close the pipe, return (rc, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "edge_ser", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    return proc.wait(timeout=120), err
+
+
+def test_a_reader_that_goes_away_ends_commands_quietly_with_141(tmp_path: Path) -> None:
+    clips = sorted(str(p) for p in (REPO / "examples" / "clips").glob("*.wav"))
+    rc, err = _closed_after_one_line(["classify", *clips, *clips, *clips])
+    assert rc == 141 and "Error" not in err and "error" not in err, err
+    cfg = tmp_path / "file.yaml"  # endless: the pipe is closed while it still writes
+    cfg.write_text(f"source:\n  type: file\n  path: {REPO / 'examples' / 'voice-note.wav'}\n"
+                   "  realtime: false\n  loop: true\nlogging:\n  level: WARNING\n")
+    rc, err = _closed_after_one_line(["run", "--config", str(cfg)])
+    assert rc == 141 and "Traceback" not in err and "error" not in err, err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_one_line(tmp_path: Path) -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge_ser", "check-config", str(REPO / "config/edge-ser.yaml")],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, cwd=REPO,
+        )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "edge-ser check-config: error: No space left on device (writing the output)"
+    ]

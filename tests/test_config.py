@@ -194,6 +194,17 @@ def test_check_config_refuses_missing_files(
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("edge-ser check-config: error: ")
         assert key in lines[0] and "no such file" in lines[0]
+    # read as the daemon would: a WAV that is not one, an empty model
+    (tmp_path / "song.wav").write_bytes(b"ID3\x03\x00" + b"\xff\xfb" * 500)  # an MP3
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    for text, want in [
+        (f"source:\n  type: file\n  path: song.wav\nmodel:\n  path: {tiny_model}\n",
+         ":3: source.path: "),
+        ("model:\n  path: empty.onnx\n", ":2: model.path: "),
+    ]:
+        assert main(["check-config", str(_write(tmp_path, text))]) == 2
+        err = capsys.readouterr().err.strip()
+        assert want in err and ("not a readable WAV" in err or "is empty" in err), err
     # loaded as the daemon would: a CA file that is no certificate is refused at its line
     (tmp_path / "ca.pem").write_text("not a certificate\n")
     bad_ca = _write(tmp_path, f"model:\n  path: {tiny_model}\nmqtt:\n  host: localhost\n"

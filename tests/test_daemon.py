@@ -118,6 +118,48 @@ def test_sigterm_finishes_publishes_and_exits_0(tmp_path: Path, tiny_model: Path
     assert _lines(out)[-1]["type"] == "stats"
 
 
+def _started(tmp_path: Path, tiny_model: Path, extra: str, wait_for: str) -> subprocess.Popen[str]:
+    """``edge-ser run`` on the voice note (real time), once ``wait_for`` is in its log."""
+    cfg = _config(tmp_path, tiny_model, f"source:\n  type: file\n  path: {VOICE_NOTE}\n", extra)
+    proc = subprocess.Popen([sys.executable, "-m", "edge_ser", "--log-level", "DEBUG", "run",
+                             "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if wait_for in line:
+            return proc
+    raise AssertionError(f"never logged {wait_for!r}")
+
+
+def test_sigterm_while_waiting_for_the_broker_stops_at_once(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    from tests.fixtures_broker import free_port
+
+    proc = _started(tmp_path, tiny_model, f"mqtt:\n  host: 127.0.0.1\n  port: {free_port()}\n"
+                    "  connect_wait_s: 60\n", "mqtt: connecting to")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err  # not the hard deadline's exit 1
+    assert "taking too long" not in err and "not reachable" not in err, err
+
+
+def test_one_kill_delivered_twice_is_one_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timeout(1) forwards SIGTERM and also signals the process group: the same request. A
+    second signal a while later is a user insisting: exit now."""
+    from edge_ser import stopping
+
+    exits: list[int] = []
+    monkeypatch.setattr(stopping.os, "_exit", exits.append)
+    stop = stopping.StopControl(grace_s=10.0, wake=threading.Event())
+    stop._on_signal(signal.SIGTERM, None)
+    stop._on_signal(signal.SIGTERM, None)
+    assert stop.reason == "SIGTERM" and exits == []
+    stop._signalled_at -= stopping.SAME_SIGNAL_S
+    stop._on_signal(signal.SIGINT, None)
+    assert exits == [1]
+
+
 def test_bad_config_and_missing_model_exit_2_with_one_line(
     tmp_path: Path, tiny_model: Path
 ) -> None:

@@ -184,3 +184,9 @@ def test_sink_config_errors_are_one_line(tmp_path: Path) -> None:
     bad.write_text("not a certificate\n")
     with pytest.raises(PublishError, match="^mqtt.tls: cannot load the certificates"):
         MqttSink(_mq(host="h", tls=_tls(ca=bad)), device_id="d")
+
+
+def test_non_finite_numbers_are_null_so_the_json_stays_valid() -> None:
+    text = to_json({"temperature_c": float("nan"), "x": [float("inf"), 1.5], "n": np.float32(2)})
+    assert json.loads(text) == {"temperature_c": None, "x": [None, 1.5], "n": 2.0}
+    assert "NaN" not in text and "Infinity" not in text

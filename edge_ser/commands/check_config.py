@@ -2,8 +2,9 @@
 
 Prints ``ok`` and exits 0, or prints the one-line error (file, line, key) and exits 2. Checks
 what the daemon cannot run with (``voice_note`` pooling of a source that never ends), that the
-model file and the WAV file of a ``file`` source exist, and loads the MQTT password file and the
-TLS files as the daemon would; onnxruntime is never loaded.
+model file and the WAV file of a ``file`` source exist and can be read (the WAV's header too),
+and loads the MQTT password file and the TLS files as the daemon would; onnxruntime is never
+loaded.
 """
 
 from __future__ import annotations
@@ -20,16 +21,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _need_file(path: Path | None, key: str, cfg: Config) -> None:
-    if path is not None and not path.is_file():
+    """``path`` exists, is a file, this user can read it, and it is not empty."""
+    if path is None:
+        return
+    if not path.is_file():
         raise ConfigError(f"{cfg.where(key)}: {key}: no such file {path}")
+    try:
+        with path.open("rb") as f:
+            empty = not f.read(1)
+    except OSError as exc:  # e.g. the service user may not read it
+        raise ConfigError(f"{cfg.where(key)}: {key}: cannot read {path} "
+                          f"({exc.strerror or exc})") from exc
+    if empty:
+        raise ConfigError(f"{cfg.where(key)}: {key}: {path} is empty")
 
 
 def check_files(cfg: Config) -> None:
-    """Raise :class:`ConfigError` (file:line: key) for a referenced file that does not exist or,
-    for the broker's password and TLS files, that the daemon could not load."""
+    """Raise :class:`ConfigError` (file:line: key) for a referenced file that does not exist,
+    cannot be read, or (the WAV of a file source, the broker's password and TLS files) that the
+    daemon could not load."""
     _need_file(cfg.model.path, "model.path", cfg)
     if cfg.source.type == "file":
         _need_file(cfg.source.path, "source.path", cfg)
+        from edge_ser.audio import WavFile
+        from edge_ser.errors import AudioError
+
+        try:
+            WavFile(cfg.source.path or "")  # the header: format, rate, length
+        except AudioError as exc:
+            raise ConfigError(f"{cfg.where('source.path')}: source.path: {exc}") from exc
     if cfg.mqtt.host is not None:
         import paho.mqtt.client as paho
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from edge_ser.config import load_config
-from edge_ser.errors import AudioError, PublishError
+from edge_ser.errors import AudioError, OutputClosed, PublishError
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +58,9 @@ def _emit(record: dict[str, Any], fmt: str, out: TextIO) -> None:
         out.write(line + "\n")
         out.flush()
     except BrokenPipeError as exc:  # `| head`: the reader has what it wanted
-        raise OutputClosed from exc
+        raise OutputClosed("stdout: its reader has gone") from exc
     except OSError as exc:  # a full disk, a closed stream
         raise PublishError(f"cannot write the results to stdout ({exc.strerror or exc})") from exc
-
-
-class OutputClosed(Exception):
-    """The reader of stdout went away (``| head``)."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,11 +84,7 @@ def run(args: argparse.Namespace) -> int:
             log.debug("skipping %s: %s", name, exc)
         else:
             record.update(result.to_dict())
-        try:
-            _emit(record, args.format, sys.stdout)
-        except OutputClosed:  # stop quietly, as a tool killed by SIGPIPE would
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
-            return 141
+        _emit(record, args.format, sys.stdout)  # OutputClosed for `| head`: exit 141
     if failed:
         log.warning("%d of %d files could not be read", failed, len(args.files))
     return 1 if failed else 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 _paho_log = logging.getLogger("edge_ser.publish.paho")
 
 INFLIGHT_MAX = 20  # events handed to paho and not yet acknowledged
+CANCEL_POLL_S = 0.25  # a wait for the broker asks its cancel() this often (s)
 
 
 class MqttSink:
@@ -83,7 +85,7 @@ class MqttSink:
 
     # --- EventSink ---------------------------------------------------------------------------
 
-    def start(self, wait_s: float = 0.0) -> None:
+    def start(self, wait_s: float = 0.0, cancel: Callable[[], bool] | None = None) -> None:
         if self._started:
             return
         self._started = True
@@ -96,22 +98,22 @@ class MqttSink:
         self._pump.start()
         if wait_s > 0:
             try:
-                ok = self.wait_connected(wait_s)
+                ok = self.wait_connected(wait_s, cancel)
             except PublishError:
                 self.stop()
                 raise
-            if not ok:
+            if not ok and not (cancel is not None and cancel()):
                 log.warning("mqtt broker %s not reachable after %.1f s; events are buffered "
                             "and sent once it is", self.broker, wait_s)
 
-    def wait_connected(self, timeout: float) -> bool:
+    def wait_connected(self, timeout: float, cancel: Callable[[], bool] | None = None) -> bool:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not self._connected and self._fatal is None:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or (cancel is not None and cancel()):
                     return False
-                self._cond.wait(left)
+                self._cond.wait(min(left, CANCEL_POLL_S))
             if not self._connected and self._fatal is not None:
                 raise PublishError(self._fatal)
             return True

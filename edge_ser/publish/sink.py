@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
@@ -32,12 +34,14 @@ STATE_KEYS: tuple[str, ...] = (
 class EventSink(Protocol):
     """Where the daemon sends what it finds. Methods never block on the network."""
 
-    def start(self, wait_s: float = 0.0) -> None:
+    def start(self, wait_s: float = 0.0, cancel: Callable[[], bool] | None = None) -> None:
         """Connect (in the background) and announce the device; with ``wait_s`` > 0 wait that
-        long for the broker and raise :class:`PublishError` if it refuses us (credentials, TLS)."""
+        long for the broker (or until ``cancel()`` is true: a stop signal) and raise
+        :class:`PublishError` if it refuses us (credentials, TLS)."""
 
-    def wait_connected(self, timeout: float) -> bool:
-        """True once connected; False after ``timeout`` s; PublishError for a permanent refusal."""
+    def wait_connected(self, timeout: float, cancel: Callable[[], bool] | None = None) -> bool:
+        """True once connected; False after ``timeout`` s or once ``cancel()`` is true;
+        PublishError for a permanent refusal."""
 
     def publish_event(self, event: dict[str, Any]) -> None:
         """An emotion event (QoS ``mqtt.qos``, not retained; buffered while the broker is away)."""
@@ -104,6 +108,17 @@ def state_from_event(event: dict[str, Any]) -> dict[str, Any]:
     return {k: event[k] for k in STATE_KEYS if k in event}
 
 
+def _finite(obj: Any) -> Any:
+    """NaN and infinities as null: JSON has no such numbers (jq and Home Assistant refuse them)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy scalars and arrays, without importing numpy
         return obj.tolist()
@@ -115,7 +130,8 @@ def _json_default(obj: Any) -> Any:
 def to_json(payload: dict[str, Any]) -> str:
     """Compact JSON for a payload; numpy numbers become plain numbers."""
     try:
-        return json.dumps(payload, separators=(",", ":"), default=_json_default)
+        return json.dumps(_finite(payload), separators=(",", ":"), default=_json_default,
+                          allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise PublishError(f"cannot encode payload as JSON: {exc}") from exc
 

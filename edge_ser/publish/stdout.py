@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
-from edge_ser.errors import PublishError
+from edge_ser.errors import OutputClosed, PublishError
 from edge_ser.publish.sink import to_json
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,12 @@ class StdoutSink:
         self._model_name = model_name
         self._lock = threading.Lock()
         self._stopped = False
+        self._reader_gone = False  # a closed pipe: later writes are dropped quietly
 
-    def start(self, wait_s: float = 0.0) -> None:
+    def start(self, wait_s: float = 0.0, cancel: Callable[[], bool] | None = None) -> None:
         log.debug("stdout sink ready")
 
-    def wait_connected(self, timeout: float) -> bool:
+    def wait_connected(self, timeout: float, cancel: Callable[[], bool] | None = None) -> bool:
         return True
 
     def publish_event(self, event: dict[str, Any]) -> None:
@@ -67,8 +69,13 @@ class StdoutSink:
         body = {k: v for k, v in payload.items() if k != "type"}
         line = to_json({"type": kind, **body})
         with self._lock:
+            if self._reader_gone:
+                return
             try:
                 self._stream.write(line + "\n")
                 self._stream.flush()
-            except (OSError, ValueError) as exc:  # closed pipe or closed file
+            except BrokenPipeError as exc:  # `| head`: the reader has what it wanted
+                self._reader_gone = True
+                raise OutputClosed("stdout: its reader has gone") from exc
+            except (OSError, ValueError) as exc:  # a full disk, a closed file
                 raise PublishError(f"cannot write events to stdout: {exc}") from exc
