@@ -68,6 +68,14 @@ def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
         ("mqtt:\n  host: a\n  port: 1883\n  host: null\n", 4, "mqtt.host",
          "duplicate key (first at line 2"),
         ("vad: {}\nmqtt: {}\nvad:\n  aggressiveness: 3\n", 3, "vad", "duplicate key"),
+        ("source:\n  device: no\n", 2, "source.device", "YAML read this as a boolean"),
+        ("mqtt:\n  port: true\n", 2, "mqtt.port", "YAML read this as a boolean"),
+        ("mqtt:\n  host: 'mqtt://broker'\n", 2, "mqtt.host", "not a URL"),
+        ("mqtt:\n  host: ' '\n", 2, "mqtt.host", "without spaces"),
+        ("mqtt:\n  prefix: \"a\\0b\"\n", 2, "mqtt.prefix", "pattern"),
+        ("mqtt:\n  username: 1234\n", 2, "mqtt.username", "quote it, '1234'"),
+        ("model:\n  path: null\n", 2, "model.path", "must be a file path"),
+        ("source: 3\n", 1, "source", "must be a section of keys"),
     ],
 )
 def test_errors_name_file_line_and_key(
@@ -250,3 +258,8 @@ def test_a_home_relative_path_is_expanded(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     cfg = load_config(_write(tmp_path, "model:\n  path: ~/models/m.onnx\n"))
     assert cfg.model.path == tmp_path / "home" / "models" / "m.onnx"
+
+
+def test_a_section_left_empty_is_the_defaults(tmp_path: Path) -> None:
+    """Commenting out every line under a section leaves ``source:`` alone: its defaults."""
+    assert load_config(_write(tmp_path, "source:\n#  type: file\nvad:\n")).source.type == "mic"

@@ -86,6 +86,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: the top level must be a mapping of sections")
+    data = {k: {} if v is None else v for k, v in data.items()}  # a section left empty
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
         try:
@@ -102,9 +103,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         line = _line_for(loc, lines)
         where = f"{source}:{line}" if line is not None else source
         key = ".".join(str(p) for p in loc) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+        msg = _plain(err["type"], err["msg"].removeprefix("Value error, "), err.get("input"))
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         said = msg if msg.startswith(f"{key} ") else f"{key}: {msg}"  # a check naming its key
         raise ConfigError(f"{where}: {said}{more}") from exc
@@ -125,6 +124,19 @@ def _key_of(loc: tuple[Any, ...], msg: str) -> tuple[Any, ...]:
 
 
 _TYPE_NAMES = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
+
+
+def _plain(kind: str, msg: str, given: Any) -> str:
+    """pydantic's message in a config's words."""
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "string_type" and isinstance(given, (int, float)) and not isinstance(given, bool):
+        return f"{msg} (YAML read {given!r} as a number: quote it, '{given}')"
+    if kind == "model_type":
+        return "must be a section of keys (key: value lines under it)"
+    if kind == "path_type":
+        return "must be a file path"
+    return msg
 
 
 def load_config(path: str | Path | None) -> Config:

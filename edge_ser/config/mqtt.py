@@ -39,7 +39,8 @@ class MqttConfig(_Strict):
     )
     tls: TlsConfig | None = Field(None, description="TLS settings; null = plain TCP.")
     prefix: str = Field(
-        "edge-ser", pattern=r"^[^#+\s]+$", description="Topic prefix (no MQTT wildcards)."
+        "edge-ser", pattern=r"^[^#+\s\x00-\x1f\x7f]+$",
+        description="Topic prefix (no MQTT wildcards, spaces or control characters).",
     )
     device_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]+$",
@@ -58,7 +59,7 @@ class MqttConfig(_Strict):
     )
     discovery: bool = Field(True, description="Publish Home Assistant discovery configs.")
     discovery_prefix: str = Field(
-        "homeassistant", pattern=r"^[^#+\s]+$",
+        "homeassistant", pattern=r"^[^#+\s\x00-\x1f\x7f]+$",
         description="Home Assistant discovery prefix (no MQTT wildcards).",
     )
     stats_interval_s: float = Field(60.0, gt=0, description="Period of the stats topic, seconds.")
@@ -89,4 +90,9 @@ class MqttConfig(_Strict):
         if self.host is not None and re.fullmatch(r"[^:\[\]]+:\d+", self.host):
             raise ValueError("mqtt.host must be a host name or address without ':port' "
                              "(the port is mqtt.port)")
+        if self.host is not None and "://" in self.host:
+            raise ValueError("mqtt.host must be a host name or address, not a URL "
+                             "(mqtt.port and mqtt.tls say the rest)")
+        if self.host is not None and (not self.host.strip() or any(c.isspace() for c in self.host)):
+            raise ValueError("mqtt.host must be a host name or address, without spaces")
         return self
