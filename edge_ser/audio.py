@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 import warnings
 from collections.abc import Iterator
 from fractions import Fraction
@@ -119,9 +120,21 @@ def _scipy_read(p: Path, mmap: bool) -> tuple[int, NDArray[np.generic], list[str
             warnings.simplefilter("always", wavfile.WavFileWarning)
             rate_in, data = wavfile.read(str(p), mmap=mmap)
     except Exception as exc:  # scipy raises ValueError, struct.error, ZeroDivisionError, ...
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise AudioError(f"{p}: not a readable WAV file ({reason})") from exc
+        raise AudioError(f"{p}: not a readable WAV file ({_why(exc, p)})") from exc
     return int(rate_in), data, [str(w.message) for w in caught]
+
+
+def _why(exc: Exception, p: Path) -> str:
+    """scipy's reason for refusing a file, in words that name the cause."""
+    if isinstance(exc, ZeroDivisionError):
+        return "its header gives 0 channels or 0 bytes per sample frame"
+    if isinstance(exc, (UnboundLocalError, NameError)):
+        return "it has no data chunk"
+    if isinstance(exc, struct.error):
+        return "its header is cut short"
+    if p.stat().st_size == 0:
+        return "the file is empty"
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
 class WavFile:
@@ -133,6 +146,8 @@ class WavFile:
     """
 
     def __init__(self, path: str | Path, rate: int = SAMPLE_RATE) -> None:
+        if not str(path):
+            raise AudioError("an empty file name is not a WAV file")
         p = self.path = Path(path)
         if p.is_dir():
             raise AudioError(f"{p}: is a folder, not a WAV file")

@@ -181,7 +181,7 @@ def read_model_info(path: str | Path) -> ModelInfo:
     """Validate a model file against the contract and return its :class:`ModelInfo`."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors reach the user as one-line ModelErrors
     p = Path(path)
     return _info_from(p, _open_session(p, options))
 
@@ -204,7 +204,7 @@ class OnnxModel:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.enable_cpu_mem_arena = arena and not low_memory
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # errors reach the user as one-line ModelErrors
         if low_memory:  # no second, prepacked copy of the weights; freed buffers go back
             from edge_ser.memory import release_large_buffers
 

@@ -42,6 +42,7 @@ MAX_BATCH = 8  # windows per model call at most (8 x 8 s of float32 audio = 4 Mi
 STAGES = ("vad", "window", "preprocess", "model", "aggregate")
 #: predict_clip feeds long clips in blocks of this many seconds (bounded memory).
 CLIP_BLOCK_S = 30.0
+_WARNED: set[tuple[float, float]] = set()  # (windows.length_s, model window) already warned
 
 
 @dataclass
@@ -79,7 +80,9 @@ class EmotionPipeline:
         self.gate = gate
         self.mode = config.aggregate.mode
         self.window_s = model.info.window_samples / SAMPLE_RATE
-        if config.windows.length_s > self.window_s + 1e-6:
+        too_long = (config.windows.length_s, self.window_s)
+        if config.windows.length_s > self.window_s + 1e-6 and too_long not in _WARNED:
+            _WARNED.add(too_long)  # once per process, not once per classified file
             log.warning(
                 "windows.length_s %.2f s exceeds the model's window %.2f s; windows are truncated",
                 config.windows.length_s, self.window_s,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import tracemalloc
 import wave
 from pathlib import Path
@@ -107,12 +108,20 @@ def test_write_wav_round_trip(tmp_path: Path, clip: np.ndarray) -> None:
     np.testing.assert_allclose(read_wav(tmp_path / "c.wav"), clip, atol=1 / 32768)
 
 
+_FMT_MONO = struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)  # PCM, 16 kHz, 16-bit
+_FMT_0CH = struct.pack("<IHHIIHH", 16, 1, 0, 16000, 0, 0, 16)
+
+
 @pytest.mark.parametrize(
     ("name", "content", "what"),
     [
         ("missing.wav", None, "no such file"),
         ("text.wav", b"hello, this is not audio\n" * 20, "not a readable WAV"),
-        ("truncated.wav", b"RIFF\x24\x00\x00\x00WAVEfmt ", "not a readable WAV"),
+        ("truncated.wav", b"RIFF\x24\x00\x00\x00WAVEfmt ", "its header is cut short"),
+        ("empty.wav", b"", "the file is empty"),
+        ("no-channels.wav", b"RIFF\x28\x00\x00\x00WAVEfmt " + _FMT_0CH + b"data\x04\x00\x00\x00"
+         + bytes(4), "0 channels or 0 bytes per sample frame"),
+        ("no-data.wav", b"RIFF\x1c\x00\x00\x00WAVEfmt " + _FMT_MONO, "no data chunk"),
     ],
 )
 def test_bad_files_give_one_line_errors(
@@ -214,3 +223,8 @@ def test_a_file_cut_short_while_it_is_read_ends_early(
         got = np.concatenate(list(wav.blocks()))
     assert abs(got.size - SAMPLE_RATE // 2) <= 1
     assert "ends early at 0.50 s" in caplog.text
+
+
+def test_an_empty_file_name_is_named_as_such() -> None:
+    with pytest.raises(AudioError, match="an empty file name"):
+        read_wav("")
