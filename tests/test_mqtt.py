@@ -150,6 +150,20 @@ def test_wrong_password_is_refused_with_one_clear_line(
     refusals = [r for r in caplog.records if "refused" in r.getMessage()]
     assert refusals and refusals[0].levelno == logging.ERROR
     assert not any("connected to" in r.getMessage() for r in caplog.records)
+    assert not any("before accepting" in r.getMessage() for r in caplog.records)
+
+
+def test_plain_mqtt_to_a_tls_port_says_so(
+    tls_broker: Broker, sinks: list[MqttSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the only line was 'not reachable' (the reset was logged at DEBUG)."""
+    caplog.set_level(logging.INFO, logger="edge_ser")
+    sink = _sink(sinks, tls_broker, tls=None)
+    sink.start(wait_s=2)  # not fatal: a broker restarting also closes connections early
+    assert not sink.connected
+    lines = [r for r in caplog.records if "closed the connection before accepting it" in
+             r.getMessage()]
+    assert lines and lines[0].levelno == logging.WARNING and "mqtt.tls" in lines[0].getMessage()
 
 
 def test_right_password_connects(

@@ -66,13 +66,16 @@ def connect_failed(broker: str, exc: OSError | None) -> tuple[str, bool]:
     return f"mqtt broker {broker} unreachable: {why}; retrying with backoff", False
 
 
-def dropped_before_connack(broker: str, client_error: str | None) -> tuple[str, bool] | None:
-    """The broker closed a fresh TLS session before CONNACK (e.g. it wants a client cert)."""
-    if client_error is None or "SSL" not in client_error:
-        return None
-    detail = client_error.removeprefix(_SOCKET_ERROR)
-    return (f"mqtt broker {broker}: TLS session refused by the broker ({detail}); check "
-            "mqtt.tls.certfile and mqtt.tls.keyfile", True)
+def dropped_before_connack(broker: str, client_error: str | None) -> tuple[str, bool]:
+    """The broker closed a fresh connection before its CONNACK: a TLS session it refused (e.g.
+    it wants a client cert), or plain MQTT sent to a TLS port, or no MQTT broker there."""
+    detail = (client_error or "").removeprefix(_SOCKET_ERROR)
+    if "SSL" in detail:
+        return (f"mqtt broker {broker}: TLS session refused by the broker ({detail}); check "
+                "mqtt.tls.certfile and mqtt.tls.keyfile", True)
+    why = f" ({detail})" if detail else ""
+    return (f"mqtt broker {broker} closed the connection before accepting it{why}: is it an "
+            "MQTT broker, and does that port want TLS (mqtt.tls)? retrying with backoff", False)
 
 
 def power_of_ten(n: int) -> bool:

@@ -64,6 +64,7 @@ class MqttSink:
         self._fatal: str | None = None
         self._last_problem: str | None = None
         self._client_error: str | None = None  # paho's last error log line
+        self._connack = False  # the broker answered this connection attempt
         self._started = self._closing = self._closed = False
         self._client = self._make_client()
         self._pump = Pump(self._client, self._outbox, self.topics.state,
@@ -192,6 +193,7 @@ class MqttSink:
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any,
                     reason: ReasonCode, properties: Any) -> None:
         self._client_error = None
+        self._connack = True  # answered, even if with a refusal
         if reason.is_failure:
             self._problem(*refused(self.broker, reason))
             return
@@ -220,10 +222,10 @@ class MqttSink:
             self._pump.set_ready(False)
             self._online_mid = None
             self._cond.notify_all()
-        tls_refusal = dropped_before_connack(self.broker, self._client_error)
-        self._client_error = None
-        if not was and tls_refusal is not None:
-            self._problem(*tls_refusal)
+        error, self._client_error = self._client_error, None
+        answered, self._connack = self._connack, False
+        if not was and not answered and not self._closing:
+            self._problem(*dropped_before_connack(self.broker, error))
         elif was and not self._closing:
             log.warning("mqtt: lost the connection to %s (%s); reconnecting, events are "
                         "buffered", self.broker, reason)
