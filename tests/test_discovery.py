@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import paho.mqtt.client as paho
 import pytest
@@ -13,7 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_ser import __version__
 from edge_ser.config import MqttConfig
-from edge_ser.publish.discovery import SENSORS, discovery_messages, parse_ha_status
+from edge_ser.publish import discovery
+from edge_ser.publish.discovery import SENSORS, Announcer, discovery_messages, parse_ha_status
 from edge_ser.publish.mqtt import MqttSink
 from edge_ser.publish.sink import STATE_KEYS, Topics
 from tests.fixtures_broker import Broker, Subscriber
@@ -61,18 +63,47 @@ def test_value_templates_read_documented_keys() -> None:
 
 
 @pytest.mark.parametrize("raw", [b"\xff\xfe\x00", b"", b"maybe", b'{"status": "online"}'])
-def test_malformed_ha_status_is_one_logged_line(
-    raw: bytes, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING)
-    assert parse_ha_status(raw) is None
-    (rec,) = caplog.records
-    assert "\n" not in rec.getMessage() and "Home Assistant status" in rec.getMessage()
+def test_malformed_ha_status_is_refused_with_a_reason(raw: bytes) -> None:
+    status, why = parse_ha_status(raw)
+    assert status is None and why and "\n" not in why
 
 
 def test_ha_status_values() -> None:
-    assert parse_ha_status(b"online") == "online"
-    assert parse_ha_status(b"offline\n") == "offline"
+    assert parse_ha_status(b"online") == ("online", None)
+    assert parse_ha_status(b"offline\n") == ("offline", None)
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> None:
+        self.published.append(topic)
+
+
+def test_status_floods_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    """A chatty or broken status topic: one warning a minute, one republish per 10 s."""
+    now = [1000.0]
+    ann = Announcer([("t/a", "{}"), ("t/b", "{}")], "homeassistant/status", clock=lambda: now[0])
+    client = _Client()
+
+    def say(payload: bytes, retain: bool = False) -> None:
+        ann._on_status(client, None, SimpleNamespace(payload=payload, retain=retain))  # type: ignore[arg-type]
+
+    caplog.set_level(logging.WARNING)
+    for _ in range(50):
+        say(b"garbage")
+        say(b"online")
+    assert ann.ignored == 50 and len(caplog.records) == 1
+    assert "ignoring Home Assistant status" in caplog.records[0].getMessage()
+    assert client.published == ["t/a", "t/b"]  # once, not 50 times
+    say(b"online", retain=True)
+    now[0] += discovery.REPUBLISH_MIN_S
+    say(b"online")
+    assert len(client.published) == 4
+    now[0] += discovery.WARN_EVERY_S
+    say(b"\xff")
+    assert len(caplog.records) == 2 and "51 ignored so far" in caplog.records[1].getMessage()
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ topic, a ``unique_id`` and the shared ``device`` block. The sink publishes them 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,9 @@ from edge_ser import __version__
 from edge_ser.publish.sink import Topics, to_json
 
 log = logging.getLogger(__name__)
+
+REPUBLISH_MIN_S = 10.0  # "online" again within this many seconds does not republish the configs
+WARN_EVERY_S = 60.0  # a malformed status payload is logged at WARNING at most this often
 
 
 @dataclass(frozen=True)
@@ -100,27 +105,31 @@ def discovery_messages(
     return out
 
 
-def parse_ha_status(payload: bytes) -> str | None:
-    """``"online"``/``"offline"`` from Home Assistant's status topic; None (logged) otherwise."""
+def parse_ha_status(payload: bytes) -> tuple[str | None, str | None]:
+    """(``"online"``/``"offline"``, None) from Home Assistant's status topic, or (None, why)."""
     try:
         text = payload.decode("utf-8").strip()
     except UnicodeDecodeError:
-        log.warning("ignoring Home Assistant status: payload is not UTF-8 (%d bytes)", len(payload))
-        return None
+        return None, f"payload is not UTF-8 ({len(payload)} bytes)"
     if text not in ("online", "offline"):
-        log.warning("ignoring Home Assistant status: expected online/offline, got %.40r", text)
-        return None
-    return text
+        return None, f"expected online/offline, got {text[:40]!r}"
+    return text, None
 
 
 class Announcer:
     """Publishes the configs (retained) on every connect and when Home Assistant says
-    ``online`` on its status topic; malformed status payloads are logged and ignored. A retained
+    ``online`` on its status topic (that at most once per :data:`REPUBLISH_MIN_S`); malformed status
+    payloads are ignored, with a warning at most once per :data:`WARN_EVERY_S`. A retained
     ``online`` (delivered on every subscribe) is no news: the connect has just published."""
 
-    def __init__(self, messages: list[tuple[str, str]], status_topic: str) -> None:
+    def __init__(self, messages: list[tuple[str, str]], status_topic: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.messages = messages
         self.status_topic = status_topic
+        self._clock = clock
+        self._republished_at = -float("inf")
+        self._warned_at = -float("inf")
+        self.ignored = 0  # status payloads that were not online/offline (count)
 
     def attach(self, client: paho.Client) -> None:
         client.message_callback_add(self.status_topic, self._on_status)
@@ -134,7 +143,21 @@ class Announcer:
             client.publish(topic, payload, qos=1, retain=True)
 
     def _on_status(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        if parse_ha_status(bytes(msg.payload)) == "online" and not msg.retain:
-            log.info("Home Assistant is online: republishing %d discovery configs",
-                     len(self.messages))
-            self.publish(client)
+        status, why = parse_ha_status(bytes(msg.payload))
+        now = self._clock()
+        if why is not None:
+            self.ignored += 1
+            if now - self._warned_at >= WARN_EVERY_S:
+                self._warned_at = now
+                log.warning("ignoring Home Assistant status on %s: %s (%d ignored so far)",
+                            self.status_topic, why, self.ignored)
+            return
+        if status != "online" or msg.retain:
+            return
+        if now - self._republished_at < REPUBLISH_MIN_S:  # a flood of "online": once will do
+            log.debug("Home Assistant online again within %.0f s: configs not republished",
+                      REPUBLISH_MIN_S)
+            return
+        self._republished_at = now
+        log.info("Home Assistant is online: republishing %d discovery configs", len(self.messages))
+        self.publish(client)
