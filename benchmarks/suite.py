@@ -124,7 +124,7 @@ def run_bench(args: argparse.Namespace, sections: list[str]) -> Path:
     report["errors"] = []
     for name in sections:
         t0 = time.monotonic()
-        log.warning("bench: %s ...", name)
+        log.info("bench: %s ...", name)
         try:
             report[name] = _measure(name)(variants, runs)
         except Exception as exc:  # a bug in a section: keep the others, fail the command
@@ -149,6 +149,7 @@ def run_sections(sections: list[str], argv: list[str] | None, prog: str, doc: st
     add_arguments(ap, sections=len(sections) > 1)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("benchmarks").setLevel(logging.INFO)  # progress lines
     chosen = [x for x in sections if x not in (getattr(args, "skip", None) or [])]
     try:
         path = run_bench(args, chosen)

@@ -133,7 +133,7 @@ def build_distilhubert(cache_dir: Path) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="build-", dir=cache_dir))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    log.warning("building DistilHuBERT ONNX (random init) into %s; cached afterwards", folder)
+    log.info("building DistilHuBERT ONNX (random init) into %s; cached afterwards", folder)
     t0 = time.monotonic()
     try:
         proc = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, str(tmp)], cwd=str(REPO),

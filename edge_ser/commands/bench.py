@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         print(compare.run_compare(args.compare[0], args.compare[1], out), end="")
         return 0
     suite = _benchmarks("suite")
+    if args.log_level is None:  # progress lines (a run takes minutes), without the daemon's INFO
+        logging.getLogger("benchmarks").setLevel(logging.INFO)
     chosen = [s for s in suite.SECTIONS if s not in (args.skip or [])]
     path = suite.run_bench(args, chosen)
     print(path.parent / "report.md")
