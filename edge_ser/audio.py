@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -132,8 +133,11 @@ def _why(exc: Exception, p: Path) -> str:
         return "it has no data chunk"
     if isinstance(exc, struct.error):
         return "its header is cut short"
-    if p.stat().st_size == 0:
-        return "the file is empty"
+    try:
+        if p.stat().st_size == 0:
+            return "the file is empty"
+    except OSError:  # gone meanwhile: scipy's reason will do
+        pass
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
@@ -142,7 +146,9 @@ class WavFile:
 
     The header is checked when the file is opened (one-line :class:`AudioError`); the samples
     are read :data:`BLOCK_S` at a time, so a long recording never sits in memory whole. 24-bit
-    and truncated files, which scipy cannot map, are read whole instead.
+    and truncated files, which scipy cannot map, are read whole instead. The file stays open
+    until :meth:`close` (or the end of a ``with`` block): replacing or deleting it by name does
+    not change what is read.
     """
 
     def __init__(self, path: str | Path, rate: int = SAMPLE_RATE) -> None:
@@ -172,6 +178,13 @@ class WavFile:
         self.channels = int(data.shape[1]) if data.ndim > 1 else 1
         self._offset = int(getattr(data, "offset", 0))  # of the samples in the file (bytes)
         del data  # closes the mapping
+        self._file: BinaryIO | None = None
+        self._warned_short = False
+        if self._whole is None:
+            try:
+                self._file = p.open("rb")
+            except OSError as exc:
+                raise AudioError(f"{p}: cannot read ({exc.strerror or exc})") from exc
         log.debug("opened %s: %d Hz, %s, %d channels, %.2f s", p, rate_in, self.dtype,
                   self.channels, self.duration_s)
 
@@ -179,12 +192,26 @@ class WavFile:
     def duration_s(self) -> float:
         return self.frames / self.rate_in
 
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._whole = None
+
+    def __enter__(self) -> WavFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _raw(self, start: int, count: int) -> NDArray[np.generic]:
         if self._whole is not None:
             return self._whole[start : start + count]
+        if self._file is None:
+            raise AudioError(f"{self.path}: read after close")
         try:
-            data = np.fromfile(self.path, dtype=self.dtype, count=count * self.channels,
-                               offset=self._offset + start * self.channels * self.dtype.itemsize)
+            self._file.seek(self._offset + start * self.channels * self.dtype.itemsize)
+            data = np.fromfile(self._file, dtype=self.dtype, count=count * self.channels)
         except OSError as exc:
             raise AudioError(f"{self.path}: cannot read ({exc.strerror or exc})") from exc
         usable = data.size // self.channels * self.channels
@@ -200,7 +227,9 @@ class WavFile:
         for start in range(0, self.frames, step):
             raw = self._raw(start, min(step, self.frames - start))
             if raw.shape[0] == 0:  # the file got shorter since it was opened
-                log.warning("%s: ends early at %.2f s", self.path, start / self.rate_in)
+                if not self._warned_short:
+                    self._warned_short = True
+                    log.warning("%s: ends early at %.2f s", self.path, start / self.rate_in)
                 break
             x = to_mono(pcm_to_float(raw))
             if not np.all(np.isfinite(x)):
@@ -219,7 +248,8 @@ def read_wav(path: str | Path, rate: int = SAMPLE_RATE) -> Float32Array:
 
     Raises :class:`AudioError` with a one-line reason for anything that is not a readable WAV.
     """
-    parts = list(WavFile(path, rate).blocks())
+    with WavFile(path, rate) as wav:
+        parts = list(wav.blocks())
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 

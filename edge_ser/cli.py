@@ -50,7 +50,7 @@ def _silence_stdout() -> None:
     """Point fd 1 at /dev/null so the interpreter's last flush cannot fail again."""
     try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         pass
 
 
@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         rc: int = importlib.import_module(args._module).run(args)
-        sys.stdout.flush()  # here, where a full disk is still a one-line error
+        if sys.stdout is not None:  # None when started with fd 1 closed (>&-)
+            sys.stdout.flush()  # here, where a full disk is still a one-line error
         return rc
     except (OutputClosed, BrokenPipeError):  # `| head`: stop quietly, as after SIGPIPE
         _silence_stdout()

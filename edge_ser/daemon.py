@@ -24,7 +24,7 @@ from edge_ser import SAMPLE_RATE
 from edge_ser.aggregate import EmotionResult
 from edge_ser.capture import Chunk, DropOldestQueue, QueueClosed, split_at_gaps
 from edge_ser.config import Config
-from edge_ser.errors import EdgeSerError
+from edge_ser.errors import EdgeSerError, OutputClosed
 from edge_ser.memory import MemoryGuard, limit_malloc_arenas
 from edge_ser.model import EmotionModel
 from edge_ser.publish.sink import EventSink, make_sink, resolve_device_id, state_from_event
@@ -173,6 +173,9 @@ class Daemon:
             log.info("edge-ser running: %s -> %s, model %s", self.source.name,
                      self.cfg.mqtt.host or "stdout", self.model_name)
             self._loop()
+        except OutputClosed:  # `| head`: the reader has what it wanted
+            self.request_stop("stdout closed")
+            raise
         finally:
             self._shutdown()
         if self._source_error is not None:
@@ -273,7 +276,7 @@ class Daemon:
             uptime_s=round(time.monotonic() - self._started, 1),
             events=self.events,
             events_dropped=self.sink.dropped,
-            mqtt_connected=self.sink.connected,
+            mqtt_connected=self.sink.connected if self.cfg.mqtt.host else None,  # null: stdout
             windows_run=p.windows_run,
             windows_dropped=p.windows_skipped,
             inference_s=round(p.timings["model"].total_s, 3),

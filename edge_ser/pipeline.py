@@ -224,16 +224,17 @@ def predict_clip(
     if cfg.aggregate.mode != "voice_note":
         cfg = cfg.model_copy(deep=True)
         cfg.aggregate.mode = "voice_note"
-    pieces: Iterable[NDArray[np.float32]]
     if isinstance(audio_or_path, (str, Path)):
-        pieces = WavFile(audio_or_path).blocks()  # read a few seconds at a time
-    else:
-        audio = np.asarray(audio_or_path, dtype=np.float32)
-        block = int(CLIP_BLOCK_S * SAMPLE_RATE)
-        pieces = (audio[i : i + block] for i in range(0, len(audio), block))
-    if model is None:
-        model = OnnxModel.from_config(cfg.model)
-    pipe = EmotionPipeline(cfg, model)
+        with WavFile(audio_or_path) as wav:  # read a few seconds at a time
+            return _pooled(wav.blocks(), cfg, model)
+    audio = np.asarray(audio_or_path, dtype=np.float32)
+    block = int(CLIP_BLOCK_S * SAMPLE_RATE)
+    return _pooled((audio[i : i + block] for i in range(0, len(audio), block)), cfg, model)
+
+
+def _pooled(pieces: Iterable[NDArray[np.float32]], cfg: Config,
+            model: EmotionModel | None) -> EmotionResult:
+    pipe = EmotionPipeline(cfg, model if model is not None else OnnxModel.from_config(cfg.model))
     for piece in pieces:
         pipe.process(piece)
     return pipe.flush()[-1]

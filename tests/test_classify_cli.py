@@ -158,3 +158,11 @@ def test_a_full_disk_is_one_line(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines() == [
         "edge-ser check-config: error: No space left on device (writing the output)"
     ]
+
+
+def test_a_closed_stdout_is_not_a_traceback() -> None:
+    proc = subprocess.run(
+        f"{sys.executable} -m edge_ser check-config config/edge-ser.yaml >&-",
+        shell=True, capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert "Traceback" not in proc.stderr and proc.returncode in (0, 2), proc.stderr

@@ -256,8 +256,10 @@ def test_check_config_bad_key_exit_2_one_line(tmp_path: Path) -> None:
 
 def test_a_home_relative_path_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    cfg = load_config(_write(tmp_path, "model:\n  path: ~/models/m.onnx\n"))
+    cfg = load_config(_write(tmp_path, "model:\n  path: ~/models/m.onnx\nmqtt:\n  host: h\n"
+                                       "  username: u\n  password_file: ~/pw\n"))
     assert cfg.model.path == tmp_path / "home" / "models" / "m.onnx"
+    assert cfg.mqtt.password_file == tmp_path / "home" / "pw"
 
 
 def test_a_section_left_empty_is_the_defaults(tmp_path: Path) -> None:

@@ -71,6 +71,7 @@ def test_file_source_end_to_end_json_lines(tmp_path: Path, tiny_model: Path) -> 
     last = stats[-1]
     assert last["windows_run"] == 3 and last["windows_dropped"] == 0 and last["events"] == 3
     assert last["audio_dropped_s"] == 0.0  # a file played fast waits, it never drops
+    assert last["mqtt_connected"] is None  # no broker: not "connected"
     for key in ("latency_p50_ms", "latency_p95_ms", "rss_mb", "cpu_percent", "throttle",
                 "temperature_c", "events_dropped"):
         assert key in last

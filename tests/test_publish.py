@@ -187,6 +187,8 @@ def test_sink_config_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_non_finite_numbers_are_null_so_the_json_stays_valid() -> None:
-    text = to_json({"temperature_c": float("nan"), "x": [float("inf"), 1.5], "n": np.float32(2)})
-    assert json.loads(text) == {"temperature_c": None, "x": [None, 1.5], "n": 2.0}
+    text = to_json({"temperature_c": float("nan"), "x": [float("inf"), 1.5], "n": np.float32(2),
+                    "m": np.float32("nan"), "a": np.array([1.0, np.inf])})
+    assert json.loads(text) == {"temperature_c": None, "x": [None, 1.5], "n": 2.0, "m": None,
+                                "a": [1.0, None]}
     assert "NaN" not in text and "Infinity" not in text

@@ -337,3 +337,28 @@ def test_a_stopping_consumer_is_quiet_and_a_bug_is_an_error_not_an_end(
     make().start(broken, col.finish)
     assert col.done.wait(5)
     assert isinstance(col.error, AudioError) and "RuntimeError: boom" in str(col.error)
+
+
+def test_a_playing_file_replaced_or_cut_to_nothing(tmp_path: Path) -> None:
+    """The file is read from the inode opened at start: replacing the name changes nothing;
+    a looping file cut to its header ends with an error instead of spinning."""
+    path = tmp_path / "note.wav"
+    write_wav(path, read_wav(CLIP))
+    col = Collector()
+    src = FileSource(path, realtime=True)  # still playing when the name is replaced
+    src.start(col.push, col.finish)
+    other = tmp_path / "other.wav"
+    write_wav(other, np.ones(SAMPLE_RATE, np.float32) * 0.5)
+    other.replace(path)
+    assert col.done.wait(10) and col.error is None
+    np.testing.assert_array_equal(col.audio, read_wav(CLIP))
+
+    write_wav(path, read_wav(CLIP))
+    col = Collector()
+    src = FileSource(path, realtime=True, loop=True)
+    src.start(col.push, col.finish)
+    with path.open("r+b") as f:
+        f.truncate(44)
+    assert col.done.wait(20)
+    assert isinstance(col.error, AudioError) and "no samples left" in str(col.error)
+    assert src.loops <= 2

@@ -47,7 +47,7 @@ def check_files(cfg: Config) -> None:
         from edge_ser.errors import AudioError
 
         try:
-            WavFile(cfg.source.path or "")  # the header: format, rate, length
+            WavFile(cfg.source.path or "").close()  # the header: format, rate, length
         except AudioError as exc:
             raise ConfigError(f"{cfg.where('source.path')}: source.path: {exc}") from exc
     if cfg.mqtt.host is not None:

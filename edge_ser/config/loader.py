@@ -175,4 +175,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         cfg.mqtt.tls.certfile = fix(cfg.mqtt.tls.certfile)
         cfg.mqtt.tls.keyfile = fix(cfg.mqtt.tls.keyfile)
     cfg.budgets.thermal.zone = fix(cfg.budgets.thermal.zone) or cfg.budgets.thermal.zone
+    pw = cfg.mqtt.password_file  # a plain relative name is looked up in $CREDENTIALS_DIRECTORY
+    if pw is not None and str(pw).startswith("~"):
+        cfg.mqtt.password_file = pw.expanduser()
     return cfg

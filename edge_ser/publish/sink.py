@@ -110,6 +110,8 @@ def state_from_event(event: dict[str, Any]) -> dict[str, Any]:
 
 def _finite(obj: Any) -> Any:
     """NaN and infinities as null: JSON has no such numbers (jq and Home Assistant refuse them)."""
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        obj = obj.tolist()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):

@@ -69,22 +69,26 @@ class FileSource(ThreadedSource):
             yield rest
 
     def _play(self, wav: WavFile, push: PushFn) -> None:
-        t0 = time.monotonic()
-        played = 0  # samples since t0, for pacing
-        while not self._stop.is_set():
-            for block in self._chunks(wav):
-                if self._stop.is_set():
-                    break
-                if self.realtime:
-                    ahead = t0 + (played + block.size) / SAMPLE_RATE - time.monotonic()
-                    if ahead > 0 and self._stop.wait(ahead):
+        with wav:  # closed by this thread, never under its feet
+            t0 = time.monotonic()
+            played = 0  # samples since t0, for pacing
+            while not self._stop.is_set():
+                before = played
+                for block in self._chunks(wav):
+                    if self._stop.is_set():
                         break
-                push(block)
-                played += block.size
-                self.samples_played += block.size
-            if not self.loop or self._stop.is_set():
-                break
-            self.loops += 1
+                    if self.realtime:
+                        ahead = t0 + (played + block.size) / SAMPLE_RATE - time.monotonic()
+                        if ahead > 0 and self._stop.wait(ahead):
+                            break
+                    push(block)
+                    played += block.size
+                    self.samples_played += block.size
+                if not self.loop or self._stop.is_set():
+                    break
+                if played == before:  # cut to nothing while looping: do not spin
+                    raise AudioError(f"{self.path}: no samples left to play")
+                self.loops += 1
 
     def stats(self) -> dict[str, Any]:
         return {
