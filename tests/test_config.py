@@ -265,3 +265,27 @@ def test_a_home_relative_path_is_expanded(tmp_path: Path, monkeypatch: pytest.Mo
 def test_a_section_left_empty_is_the_defaults(tmp_path: Path) -> None:
     """Commenting out every line under a section leaves ``source:`` alone: its defaults."""
     assert load_config(_write(tmp_path, "source:\n#  type: file\nvad:\n")).source.type == "mic"
+
+
+def test_a_root_only_password_for_load_credential_is_a_note_not_an_error(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/daemon.md: the password file is root-only and reaches the service through
+    LoadCredential=; `sudo -u edge-ser edge-ser check-config` cannot read it and must not fail."""
+    from edge_ser.errors import PublishError
+    from edge_ser.publish import credentials
+
+    def denied(path: Path, config_dir: Path | None = None) -> str:
+        raise PublishError(f"mqtt.password_file: {config_dir}/{path}: cannot read "
+                           "(Permission denied)")
+
+    monkeypatch.setattr(credentials, "read_password", denied)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    text = (f"model:\n  path: {tiny_model}\nmqtt:\n  host: h\n  username: u\n"
+            "  password_file: mqtt-password\n")
+    assert main(["check-config", str(_write(tmp_path, text))]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == "ok" and "note:" in out.err and "LoadCredential=" in out.err
+    absolute = text.replace("mqtt-password", str(tmp_path / "mqtt-password"))
+    assert main(["check-config", str(_write(tmp_path, absolute))]) == 2  # no unit hands it over
