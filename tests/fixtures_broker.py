@@ -260,6 +260,7 @@ class Subscriber:
         self.topics = list(topics)
         self._lock = threading.Lock()
         self._by_topic: dict[str, list[Received]] = {}
+        self._order: list[str] = []  # topics in arrival order
         self._subscribed = threading.Event()
         cid = client_id or f"test-sub-{uuid.uuid4().hex[:12]}"
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cid,
@@ -307,6 +308,7 @@ class Subscriber:
         rec = Received(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos)
         with self._lock:
             self._by_topic.setdefault(msg.topic, []).append(rec)
+            self._order.append(msg.topic)
 
     def messages(self, topic: str) -> list[Received]:
         with self._lock:
@@ -317,6 +319,10 @@ class Subscriber:
 
     def jsons(self, topic: str) -> list[Any]:
         return [m.json() for m in self.messages(topic)]
+
+    def arrival_order(self) -> list[str]:
+        with self._lock:
+            return list(self._order)
 
     def all_topics(self) -> list[str]:
         with self._lock:

@@ -95,6 +95,8 @@ def test_event_state_and_stats_payloads(
     assert body["emotion"] == "sadness" and body["confidence"] == 0.625
     assert body["model"] == "test-model" and not ev.retain and ev.qos == 1
     subscriber.wait_for(STATE)
+    order = [t for t in subscriber.arrival_order() if t in (EMOTION, STATE)]
+    assert order == [EMOTION, STATE]  # the event, then the state it led to (docs/mqtt.md)
     _wait_until(lambda: sink.buffered == 0)  # the PUBACK may trail the subscriber's copy
     sink.publish_stats({"windows_run": 3, "windows_dropped": 0, "throttle": "normal"})
     (st,) = subscriber.wait_for(STATS)
@@ -240,6 +242,26 @@ def test_unreachable_broker_keeps_retrying(broker: Broker, sinks: list[MqttSink]
     assert not sink.connected
     broker.start()
     assert sink.wait_connected(10)
+
+
+def test_stop_waits_for_a_broker_that_comes_back(
+    broker: Broker, make_subscriber: Callable[..., Subscriber], sinks: list[MqttSink]
+) -> None:
+    """stop() waits up to mqtt.stop_flush_s for buffered events, connected or not (before, a
+    broker away at the stop meant the events were given up at once)."""
+    import threading
+
+    sub = make_subscriber(broker, [EMOTION])
+    sink = _sink(sinks, broker, stop_flush_s=8, reconnect_min_s=1, reconnect_max_s=1)
+    sink.start(wait_s=5)
+    broker.stop()
+    _wait_until(lambda: not sink.connected)
+    for i in range(3):
+        sink.publish_event(_event(i))
+    threading.Timer(1.5, broker.start).start()
+    sink.stop()
+    assert sink.undelivered == 0
+    assert [m.json()["seq"] for m in sub.wait_for(EMOTION, count=3, timeout=20)][:3] == [0, 1, 2]
 
 
 def test_broker_restart_mid_stream_loses_nothing_and_keeps_order(

@@ -153,7 +153,7 @@ class MqttSink:
                 return
             self._closing = True
             deadline = time.monotonic() + self._cfg.stop_flush_s
-            while self._started and self._connected and len(self._outbox) > 0:
+            while self._started and self._fatal is None and len(self._outbox) > 0:  # maybe soon
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

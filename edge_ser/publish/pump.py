@@ -14,7 +14,7 @@ import time
 from paho.mqtt.enums import MQTTErrorCode
 
 from edge_ser.publish.client import RecordingClient
-from edge_ser.publish.outbox import Outbox
+from edge_ser.publish.outbox import Message, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +69,23 @@ class Pump:
                 if self._closed:
                     return
                 state, self._state = self._state, None
+            msg = self._outbox.take()
+            if msg is not None:  # the event before the state it led to
+                self._send(msg)
             if state is not None:
                 self._client.publish(self._state_topic, state, qos=1, retain=True)
-            msg = self._outbox.take()
-            if msg is None:
-                continue
-            try:
-                info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=False)
-            except ValueError as exc:  # e.g. a payload over the MQTT size limit
-                log.error("mqtt: event #%d refused by the client and dropped: %s", msg.seq, exc)
-                self._outbox.discard(msg)
-                continue
-            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
-                msg.qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN  # paho keeps it
-            ):
-                self._outbox.sent(info.mid, msg)
-            else:
-                self._outbox.give_back(msg)
-                time.sleep(0.05)  # the disconnect callback is on its way
+
+    def _send(self, msg: Message) -> None:
+        try:
+            info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=False)
+        except ValueError as exc:  # e.g. a payload over the MQTT size limit
+            log.error("mqtt: event #%d refused by the client and dropped: %s", msg.seq, exc)
+            self._outbox.discard(msg)
+            return
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
+            msg.qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN  # paho keeps it
+        ):
+            self._outbox.sent(info.mid, msg)
+        else:
+            self._outbox.give_back(msg)
+            time.sleep(0.05)  # the disconnect callback is on its way
