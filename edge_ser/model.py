@@ -163,6 +163,13 @@ def batching_of(path: str | Path, meta: dict[str, str]) -> str:
     return batching
 
 
+def _quiet_runtime() -> None:
+    """No telemetry, and onnxruntime's process-wide log at errors only: as a service user
+    (home /nonexistent) it warned at every start that it could not store a telemetry id."""
+    ort.disable_telemetry_events()
+    ort.set_default_logger_severity(3)
+
+
 def _open_session(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
@@ -170,6 +177,7 @@ def _open_session(path: Path, options: ort.SessionOptions) -> ort.InferenceSessi
         path.open("rb").close()
     except OSError as exc:  # onnxruntime would only say "system error number 13"
         raise ModelError(f"{path}: cannot read the model file ({exc.strerror or exc})") from exc
+    _quiet_runtime()
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
