@@ -33,7 +33,7 @@ def load_report(path: Path) -> dict[str, Any]:
 
 
 def _rows(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    rows: list[tuple[str, Any, Any]] = []
+    rows: list[tuple[str, Any, Any]] = [("mode", _mode(a), _mode(b))]
     ma, mb = a.get("machine") or {}, b.get("machine") or {}
     for key in ("cpu_model", "board", "arch", "simd_flags", "logical_cores", "ram_total", "os",
                 "python", "onnxruntime"):
@@ -71,6 +71,28 @@ def _rows(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     return rows
 
 
+def _mode(r: dict[str, Any]) -> str:
+    return "quick" if r.get("quick") else "full"
+
+
+def _cautions(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """What makes the two reports unlike: mode (quick: a few windows, p99 is their maximum)."""
+    out = []
+    if bool(a.get("quick")) != bool(b.get("quick")):
+        out.append(f"- A is a {_mode(a)} run and B a {_mode(b)} run: a quick run times only a few "
+                   "windows (its p99 is their maximum), so latency rows do not compare like for "
+                   "like.")
+    for name, r in (("A", a), ("B", b)):
+        m = r.get("machine") or {}
+        load, other = val(m.get("load_average_start")), val(m.get("other_processes_cpu"))
+        cores = val(m.get("usable_cores")) or 1
+        if (load is not None and load > 0.5 * cores) or (other is not None and other > 0.25):
+            out.append(f"- {name}'s machine was busy (load average before the run "
+                       f"{fmt(m.get('load_average_start'))}, other processes during it "
+                       f"{fmt(m.get('other_processes_cpu'))}): its timings read high.")
+    return out
+
+
 def _cell(x: Any) -> str:
     if isinstance(x, dict):
         return fmt(x, 2)
@@ -86,8 +108,13 @@ def compare(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: str) -> d
     rows = []
     lines = [f"# Benchmark comparison: A = {name_a}, B = {name_b}", "",
              f"A: {(a.get('machine') or {}).get('cpu_model')} ({a.get('created')}); "
-             f"B: {(b.get('machine') or {}).get('cpu_model')} ({b.get('created')})", "",
-             "| figure | A | B | B / A |", "|---|---|---|---|"]
+             f"B: {(b.get('machine') or {}).get('cpu_model')} ({b.get('created')})", ""]
+    cautions = _cautions(a, b)
+    if cautions:
+        lines += ["Read with care:", *cautions, ""]
+    lines += ["B / A above 1: B took longer or used more (latency, RSS, temperature); "
+              "below 1: B did better.", "",
+              "| figure | A | B | B / A |", "|---|---|---|---|"]
     for what, fa, fb in _rows(a, b):
         va, vb = val(fa), val(fb)
         ratio = q(vb / va if va and vb is not None else None, "x", 3)

@@ -76,6 +76,36 @@ def load_average() -> dict[str, Any]:
         return q(None, "tasks")
 
 
+class OtherWork:
+    """CPU used by other processes while the benchmark runs (machine busy time minus this
+    process and its waited-for children), in cores on average: contention the load average
+    misses between its two readings, without the benchmark's own load that it counts."""
+
+    def __init__(self) -> None:
+        self._start = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float, float]:
+        import resource
+        import time
+
+        import psutil
+
+        t = psutil.cpu_times()
+        busy = sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq"))
+        own = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            r = resource.getrusage(who)
+            own += r.ru_utime + r.ru_stime
+        return busy, own, time.monotonic()
+
+    def cores(self) -> dict[str, Any]:
+        (b0, o0, t0), (b1, o1, t1) = self._start, self._now()
+        if t1 - t0 <= 0:
+            return q(None, "cores")
+        return q(max(0.0, (b1 - b0) - (o1 - o0)) / (t1 - t0), "cores", 2)
+
+
 def machine_facts() -> dict[str, Any]:
     """CPU model and flags, cores, RAM, OS, Python and library versions."""
     info = _cpuinfo()

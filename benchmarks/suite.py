@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import SCHEMA
-from benchmarks.machine import load_average, machine_facts
+from benchmarks.machine import OtherWork, load_average, machine_facts
 from benchmarks.measure import Runs, Settings
 from benchmarks.options import SECTIONS, add_arguments
 from benchmarks.units import q
@@ -114,7 +114,7 @@ def run_bench(args: argparse.Namespace, sections: list[str]) -> Path:
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "edge_ser": __version__,
         "quick": bool(args.quick),
-        "machine": {**machine_facts(), "load_average_start": load_average()},
+        "machine": {**machine_facts(), "load_average_start": load_average()},  # before ours
         "variants": {v.name: {"status": "skipped" if v.skipped else "ok", "reason": v.skipped,
                               "kind": v.kind, "path": str(v.path) if v.path else None,
                               "notes": v.notes} for v in variants},
@@ -122,6 +122,7 @@ def run_bench(args: argparse.Namespace, sections: list[str]) -> Path:
     if build:
         report["build"] = {"distilhubert": _build_facts(build)}
     report["errors"] = []
+    others = OtherWork()
     for name in sections:
         t0 = time.monotonic()
         log.info("bench: %s ...", name)
@@ -135,6 +136,7 @@ def run_bench(args: argparse.Namespace, sections: list[str]) -> Path:
         report[name]["elapsed"] = q(time.monotonic() - t0, "s", 1)
     report["elapsed"] = q(time.monotonic() - t_start, "s", 1)
     report["machine"]["load_average_end"] = load_average()
+    report["machine"]["other_processes_cpu"] = others.cores()
     from edge_ser.config import Config
 
     cfg = Config()

@@ -91,7 +91,8 @@ def evaluate_targets(report: dict[str, Any], default_arena: bool = True) -> list
     exported = _get(report, "build", "distilhubert", "int8_vs_fp32")
     if exported:  # the exporter's own check: more windows than the benchmark runs
         agree, n = exported.get("argmax_agreement"), val(exported.get("windows"))
-        src = f"{n:.0f} windows checked by export_distilhubert"
+        src = (f"{n:.0f} windows checked by export_distilhubert; random weights (no pretrained "
+               "DistilHuBERT here), which decide agreement: not a real model's figure")
     else:
         agree = _get(lat, "agreement", "distilhubert", "argmax_agreement")
         n = val(_get(lat, "agreement", "distilhubert", "windows"))

@@ -155,6 +155,26 @@ def test_compare_lines_up_two_reports(quick_report: Path, tmp_path: Path) -> Non
     row = next(ln for ln in lines if ln.startswith("| tiny.int8 1 thr latency median |"))
     assert row.rstrip().endswith("| 2.00 x |")
     assert any(ln.startswith("| tiny.fp32 peak RSS (arena on) |") for ln in lines)
+    assert "A is a quick run" not in proc.stdout  # both quick
+    assert "| mode | quick | quick |" in proc.stdout and "B / A above 1" in proc.stdout
+    other["quick"] = False
+    other["machine"]["other_processes_cpu"] = {"value": 1.2, "unit": "cores"}
+    b.write_text(json.dumps(other), encoding="utf-8")
+    proc = subprocess.run([*EDGE_SER, "bench", "--compare", str(a), str(b)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert "A is a quick run and B a full run" in proc.stdout
+    assert "B's machine was busy" in proc.stdout
+
+
+def test_other_processes_cpu_is_measured_apart_from_ours() -> None:
+    from benchmarks.machine import OtherWork
+
+    work = OtherWork()
+    x = 0
+    for i in range(2_000_000):  # our own CPU: not "other work"
+        x += i
+    got = work.cores()
+    assert got["unit"] == "cores" and 0.0 <= got["value"] < 2.0
 
 
 def test_bad_input_gives_one_line_error(tmp_path: Path) -> None:

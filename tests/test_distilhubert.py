@@ -65,7 +65,7 @@ def test_chunked_front_end_equals_unchunked(model: dh.DistilHubertClassifier,
         try:
             whole = model.front(x)
         finally:
-            model.front.chunk_frames = 50
+            model.front.chunk_frames = dh.CHUNK_FRAMES
         reference = model.encoder.feature_extractor(x)
     assert chunked.shape == whole.shape == (2, 512, 399)
     scale = float(whole.abs().max())

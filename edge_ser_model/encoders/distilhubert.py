@@ -62,6 +62,9 @@ _ARCH_KEYS = [k for k in DISTILHUBERT_CONFIG if not k.endswith("dropout") and (
                                                                  "intermediate_size"))]
 
 
+CHUNK_FRAMES = 32  # front-end chunk (0.64 s): 50 peaked 12 MiB higher, int8 file 22 KB smaller
+
+
 def hubert_config() -> HubertConfig:
     cfg = HubertConfig(**DISTILHUBERT_CONFIG)
     cfg._attn_implementation = "eager"  # plain ops: exportable and quantizable
@@ -136,7 +139,7 @@ class DistilHubertClassifier(nn.Module):
         expected_sha256: str | None = EXPECTED_SHA256,
         head_hidden: int = 256,
         dropout: float = 0.1,
-        chunk_frames: int | None = 50,
+        chunk_frames: int | None = CHUNK_FRAMES,
         head_init_scale: float = 1.0,
         seed: int | None = None,
         masked_pool: bool = True,
