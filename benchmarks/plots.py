@@ -95,22 +95,28 @@ def plot_thermal(report: dict[str, Any], path: Path) -> None:
         has_f = any(v is not None for v in freqs)
         if has_t:
             ax1.plot(t, temps, color="tab:red", label="CPU temperature (°C)")
-            ax1.set_ylabel("CPU temperature (°C)")
+            ax1.set_ylabel("CPU temperature (°C)", color="tab:red")
             ax1.set_xlabel("time (s)")
+            ax1.legend(loc="upper left", fontsize=7)
         if has_f:
             ax1b = ax1.twinx() if has_t else ax1
             ax1b.plot(t, freqs, color="tab:blue", label="mean CPU frequency (MHz)")
-            ax1b.set_ylabel("mean CPU frequency (MHz)")
+            ax1b.set_ylabel("mean CPU frequency (MHz)", color="tab:blue")
             ax1.set_xlabel("time (s)")
+            ax1b.legend(loc="upper right", fontsize=7)
         if not (has_t or has_f):
             _empty(ax1, "temperature: no sensor\nfrequency: no sensor")
         elif not (has_t and has_f):
             ax1.set_title(("frequency" if has_t else "temperature") + ": no sensor", fontsize=9)
         ax2.plot(t, smp["cpu"]["values"], color="tab:green", label="CPU (% of one core)")
-        ax2.set_ylabel("% of one core")
+        ax2.set_ylabel("% of one core", color="tab:green")
         ax2r = ax2.twinx()
+        rss = [v for v in smp["rss"]["values"] if v is not None]
         ax2r.plot(t, smp["rss"]["values"], color="tab:purple", label="RSS (MiB)")
-        ax2r.set_ylabel("RSS (MiB)")
+        ax2r.set_ylabel("RSS (MiB)", color="tab:purple")
+        if rss and max(rss) - min(rss) < 10:  # a flat line, not a 0.1-MiB "jump"
+            mid = (max(rss) + min(rss)) / 2
+            ax2r.set_ylim(mid - 10, mid + 10)
         ax2.set_xlabel("time (s)")
         ax2.legend(loc="upper left", fontsize=7)
         ax2r.legend(loc="upper right", fontsize=7)

@@ -69,7 +69,7 @@ def _latency(lat: dict[str, Any]) -> list[str]:
         for t, st in m["threads"].items():
             rows.append([name, t, fmt(st["median"]), fmt(st["p95"]), fmt(st["p99"]),
                          fmt(st["first_window"]), fmt(st["rtf"]),
-                         fmt(m.get("flops_per_window"), 2), fmt(st["achieved"]),
+                         fmt(m.get("flops_per_window"), 3), fmt(st["achieved"]),
                          fmt(st["gemm_share"]), fmt(m.get("file_size"), 1)])
     gemm = ", ".join(f"{t} thr {fmt(g['rate'])}" for t, g in (lat.get("gemm") or {}).items())
     out = _table(["model", "threads", "median", "p95", "p99", "first (cold)", "RTF",

@@ -83,6 +83,7 @@ def run_bench(args: argparse.Namespace, sections: list[str]) -> Path:
     if importlib.util.find_spec("matplotlib") is None:  # before minutes of measuring, not after
         raise ConfigError("matplotlib is not installed (the plots need it): "
                           "pip install 'edge-ser[bench]', or bash scripts/setup bench")
+    load_before = load_average()  # before the DistilHuBERT build, which would count as load
     threads = args.threads or _usable_cores()
     if threads < 1:
         raise ConfigError("--threads: must be at least 1")
@@ -114,7 +115,7 @@ def run_bench(args: argparse.Namespace, sections: list[str]) -> Path:
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "edge_ser": __version__,
         "quick": bool(args.quick),
-        "machine": {**machine_facts(), "load_average_start": load_average()},  # before ours
+        "machine": {**machine_facts(), "load_average_start": load_before},
         "variants": {v.name: {"status": "skipped" if v.skipped else "ok", "reason": v.skipped,
                               "kind": v.kind, "path": str(v.path) if v.path else None,
                               "notes": v.notes} for v in variants},
