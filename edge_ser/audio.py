@@ -166,7 +166,8 @@ class WavFile:
         except AudioError:  # 24-bit or truncated (or not a WAV: then this says why)
             rate_in, data, notes = _scipy_read(p, mmap=False)
             self._whole = data
-        for note in notes[:1]:
+        self.notes = notes[:1]  # what is odd about the file (scipy's warning), for reports
+        for note in self.notes:
             log.warning("%s: %s", p, note)
         if data.size == 0:
             raise AudioError(f"{p}: WAV file holds no samples")
@@ -229,7 +230,8 @@ class WavFile:
             if raw.shape[0] == 0:  # the file got shorter since it was opened
                 if not self._warned_short:
                     self._warned_short = True
-                    log.warning("%s: ends early at %.2f s", self.path, start / self.rate_in)
+                    self.notes.append(f"ends early at {start / self.rate_in:.2f} s")
+                    log.warning("%s: %s", self.path, self.notes[-1])
                 break
             x = to_mono(pcm_to_float(raw))
             if not np.all(np.isfinite(x)):

@@ -30,7 +30,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-ser", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="edge-ser",
+        description="On-device speech-emotion sensor: classify WAV files, run the daemon "
+        "(audio -> emotion events over MQTT), check a config, list input devices, benchmark.",
+        epilog="Each command has its own --help. Docs: README.md and docs/ in the checkout.",
+    )
     parser.add_argument("--version", action="version", version=f"edge-ser {__version__}")
     parser.add_argument(
         "--log-level", default=None, choices=LEVELS,

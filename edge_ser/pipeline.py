@@ -211,11 +211,12 @@ class EmotionPipeline:
 
 
 def predict_clip(
-    audio_or_path: NDArray[np.float32] | str | Path,
+    audio_or_path: NDArray[np.float32] | str | Path | WavFile,
     config: Config | None = None,
     model: EmotionModel | None = None,
 ) -> EmotionResult:
-    """Classify a whole clip (16 kHz float32 array or WAV path) with voice-note pooling.
+    """Classify a whole clip (16 kHz float32 array, WAV path or open :class:`WavFile`) with
+    voice-note pooling.
 
     ``model`` defaults to :class:`OnnxModel` on ``config.model``; pass one to reuse it.
     Raises :class:`~edge_ser.errors.AudioError` / :class:`~edge_ser.errors.ModelError`.
@@ -224,6 +225,8 @@ def predict_clip(
     if cfg.aggregate.mode != "voice_note":
         cfg = cfg.model_copy(deep=True)
         cfg.aggregate.mode = "voice_note"
+    if isinstance(audio_or_path, WavFile):  # opened by the caller, who reads its notes
+        return _pooled(audio_or_path.blocks(), cfg, model)
     if isinstance(audio_or_path, (str, Path)):
         with WavFile(audio_or_path) as wav:  # read a few seconds at a time
             return _pooled(wav.blocks(), cfg, model)

@@ -166,3 +166,14 @@ def test_a_closed_stdout_is_not_a_traceback() -> None:
         shell=True, capture_output=True, text=True, timeout=60, cwd=REPO,
     )
     assert "Traceback" not in proc.stderr and proc.returncode in (0, 2), proc.stderr
+
+
+def test_a_truncated_wav_is_classified_and_flagged(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes((REPO / "examples" / "voice-note.wav").read_bytes()[:200_000])  # 6 s of 16
+    proc = subprocess.run([sys.executable, "-m", "edge_ser", "classify", "--format", "jsonl",
+                           str(cut)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["emotion"] is not None  # the part that is there is classified
+    assert any("EOF" in w for w in record["warnings"]), record

@@ -42,13 +42,15 @@ def format_text(record: dict[str, Any]) -> str:
     name = record["file"]
     if "error" in record:
         return f"{name}: error: {record['error']}"
+    warned = "".join(f" [warning: {w}]" for w in record.get("warnings", []))
     if record["emotion"] is None:
-        return f"{name}: {record.get('reason', 'no result')} (speech {record['speech_s']:.1f} s)"
+        return (f"{name}: {record.get('reason', 'no result')} "
+                f"(speech {record['speech_s']:.1f} s){warned}")
     n = len(record["windows"])
     return (
         f"{name}: {record['emotion']} {record['confidence']:.2f} "
         f"(arousal {record['arousal']:+.2f}, valence {record['valence']:+.2f}, "
-        f"speech {record['speech_s']:.1f} s, {n} window{'s' if n != 1 else ''})"
+        f"speech {record['speech_s']:.1f} s, {n} window{'s' if n != 1 else ''}){warned}"
     )
 
 
@@ -65,6 +67,7 @@ def _emit(record: dict[str, Any], fmt: str, out: TextIO) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `edge-ser --help` does not load onnxruntime and scipy.
+    from edge_ser.audio import WavFile
     from edge_ser.model import OnnxModel
     from edge_ser.pipeline import predict_clip
 
@@ -77,13 +80,14 @@ def run(args: argparse.Namespace) -> int:
     for name in args.files:
         record: dict[str, Any] = {"file": name}
         try:
-            result = predict_clip(name, cfg, model)  # reads the WAV a few seconds at a time
+            with WavFile(name) as wav:  # read a few seconds at a time
+                record.update(predict_clip(wav, cfg, model).to_dict())
+                if wav.notes:  # e.g. a truncated file: classified, but say so
+                    record["warnings"] = list(wav.notes)
         except AudioError as exc:
             failed += 1
-            record["error"] = str(exc)
+            record = {"file": name, "error": str(exc)}
             log.debug("skipping %s: %s", name, exc)
-        else:
-            record.update(result.to_dict())
         _emit(record, args.format, sys.stdout)  # OutputClosed for `| head`: exit 141
     if failed:
         log.warning("%d of %d files could not be read", failed, len(args.files))
