@@ -249,3 +249,17 @@ def test_skip_ends_the_utterance_at_the_gap_and_moves_the_clock(note: np.ndarray
     later = gate.process(note[SAMPLE_RATE * 13 :]) + gate.flush()  # inside the third (12.2-)
     start = next(e.t_s for e in later if isinstance(e, SpeechStart))
     assert 13.0 <= start <= 13.1, start  # stream time, and no pre-roll from before the gap
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050])
+def test_pauses_stay_pauses_whatever_the_source_rate(note: np.ndarray, rate: int) -> None:
+    """A voice note recorded at 8 kHz (resampled to 16) has no energy above 4 kHz: its room tone
+    must not pass for speech (before: six utterances instead of three)."""
+    from edge_ser.audio import resample
+
+    via = resample(resample(note, SAMPLE_RATE, rate), rate, SAMPLE_RATE)
+    want = _spans(_run(note, _vad()))
+    got = _spans(_run(via, _vad()))
+    assert len(got) == len(want) == 3
+    for (a, b), (c, d) in zip(got, want, strict=True):
+        assert abs(a - c) < 0.1 and abs(b - d) < 0.1
