@@ -165,9 +165,9 @@ def test_blocks_match_the_whole_file(
     else:
         data = np.stack([x, 0.5 * x], axis=1) if channels == 2 else x
         wavfile.write(str(path), rate, _encode(data, fmt))
-    wav = WavFile(path)
-    assert (wav.rate_in, wav.channels) == (rate, channels)
-    blocks = list(wav.blocks())
+    with WavFile(path) as wav:
+        assert (wav.rate_in, wav.channels) == (rate, channels)
+        blocks = list(wav.blocks())
     assert len(blocks) >= 8
     _, raw = wavfile.read(str(path))
     whole = resample(to_mono(pcm_to_float(raw)), rate, SAMPLE_RATE)
@@ -185,13 +185,13 @@ def test_a_long_file_is_never_in_memory_whole(tmp_path: Path) -> None:
     wavfile.write(str(path), rate, _encode(np.stack([tone, tone], axis=1), "int16"))
     size = path.stat().st_size  # 35 MB; the whole file as float64 would be 69 MB
     del t, tone
-    wav = WavFile(path)
-    tracemalloc.start()
-    try:
-        samples = sum(b.size for b in wav.blocks())
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    with WavFile(path) as wav:
+        tracemalloc.start()
+        try:
+            samples = sum(b.size for b in wav.blocks())
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
     assert abs(samples - SAMPLE_RATE * seconds) <= 1
     assert peak < size / 4, f"peak {peak / 1e6:.1f} MB while reading a {size / 1e6:.1f} MB file"
 
@@ -203,10 +203,11 @@ def test_nan_later_in_the_file_is_found_after_the_audio_before_it(
     x = np.zeros(SAMPLE_RATE * 3, dtype=np.float32)
     x[SAMPLE_RATE * 2 + 5] = np.inf
     wavfile.write(str(tmp_path / "inf.wav"), SAMPLE_RATE, x)
-    blocks = WavFile(tmp_path / "inf.wav").blocks()
-    assert next(blocks).size == SAMPLE_RATE and next(blocks).size == SAMPLE_RATE
-    with pytest.raises(AudioError, match=r"inf.wav: .*NaN or infinite samples \(after 2.00 s\)"):
-        next(blocks)
+    with WavFile(tmp_path / "inf.wav") as wav:
+        blocks = wav.blocks()
+        assert next(blocks).size == SAMPLE_RATE and next(blocks).size == SAMPLE_RATE
+        with pytest.raises(AudioError, match=r"inf.wav: .*NaN or infinite samples \(after 2.00"):
+            next(blocks)
 
 
 def test_a_file_cut_short_while_it_is_read_ends_early(
@@ -216,11 +217,11 @@ def test_a_file_cut_short_while_it_is_read_ends_early(
     monkeypatch.setattr(audio, "BLOCK_S", 0.5)
     path = tmp_path / "shrinks.wav"
     write_wav(path, clip)
-    wav = WavFile(path)
-    with path.open("r+b") as f:
-        f.truncate(44 + SAMPLE_RATE)  # 0.5 s of 16-bit samples left
-    with caplog.at_level("WARNING"):
-        got = np.concatenate(list(wav.blocks()))
+    with WavFile(path) as wav:
+        with path.open("r+b") as f:
+            f.truncate(44 + SAMPLE_RATE)  # 0.5 s of 16-bit samples left
+        with caplog.at_level("WARNING"):
+            got = np.concatenate(list(wav.blocks()))
     assert abs(got.size - SAMPLE_RATE // 2) <= 1
     assert "ends early at 0.50 s" in caplog.text
 

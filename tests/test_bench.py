@@ -167,14 +167,29 @@ def test_compare_lines_up_two_reports(quick_report: Path, tmp_path: Path) -> Non
 
 
 def test_other_processes_cpu_is_measured_apart_from_ours() -> None:
+    """Our own CPU (and a child we waited for) is not other work; a busy process we did not
+    start as a measured child is."""
+    import time
+
     from benchmarks.machine import OtherWork
 
     work = OtherWork()
-    x = 0
-    for i in range(2_000_000):  # our own CPU: not "other work"
-        x += i
-    got = work.cores()
-    assert got["unit"] == "cores" and 0.0 <= got["value"] < 2.0
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.8:  # a core of our own
+        pass
+    subprocess.run([sys.executable, "-c", "import time; t=time.process_time()\n"
+                    "while time.process_time() - t < 0.5: pass"], check=True)
+    mine = work.cores()
+    assert mine["unit"] == "cores" and mine["value"] < 0.4, mine
+    work = OtherWork()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.5)
+        other = work.cores()  # measured while it runs, before it is reaped
+    finally:
+        busy.kill()
+        busy.wait()
+    assert other["value"] > 0.6, other
 
 
 def test_bad_input_gives_one_line_error(tmp_path: Path) -> None:

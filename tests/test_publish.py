@@ -192,3 +192,90 @@ def test_non_finite_numbers_are_null_so_the_json_stays_valid() -> None:
     assert json.loads(text) == {"temperature_c": None, "x": [None, 1.5], "n": 2.0, "m": None,
                                 "a": [1.0, None]}
     assert "NaN" not in text and "Infinity" not in text
+
+
+class _NoAckClient:
+    """paho-shaped: takes every publish, never acknowledges (a slow or stuck broker)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self._mid = 0
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> Any:
+        from paho.mqtt.enums import MQTTErrorCode
+
+        self._mid += 1
+        self.sent.append(payload.decode())
+        return type("Info", (), {"rc": MQTTErrorCode.MQTT_ERR_SUCCESS, "mid": self._mid})()
+
+
+def test_pump_keeps_the_in_flight_cap_and_sends_states_after_their_events() -> None:
+    import threading
+    import time
+
+    from edge_ser.publish.pump import Pump
+
+    box, client, cond = Outbox(200), _NoAckClient(), threading.Condition()
+    pump = Pump(client, box, "s", 20, cond)  # type: ignore[arg-type]
+    pump.start()
+    try:
+        for i in range(50):  # a backlog built while the connection was not ready
+            box.put("e", f"e{i}".encode(), 1)
+            pump.put_state(f"s{i}".encode())
+        with cond:
+            pump.set_ready(True)
+        deadline = time.monotonic() + 5
+        while len(client.sent) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # room for a wrong extra publish
+        assert client.sent == [f"e{i}" for i in range(20)]  # capped, and no state yet
+        for mid in range(1, 21):  # the broker acknowledges: the rest follows, then the state
+            box.acked(mid)
+        with cond:
+            cond.notify_all()
+        deadline = time.monotonic() + 5
+        while len(client.sent) < 41 and time.monotonic() < deadline:
+            with cond:
+                cond.notify_all()
+            time.sleep(0.01)
+            for mid in range(21, client._mid + 1):
+                box.acked(mid)
+        assert client.sent == [f"e{i}" for i in range(50)] + ["s49"], client.sent[-5:]
+    finally:
+        pump.close()
+
+
+def test_stop_keeps_its_deadline_while_paho_hangs_in_a_connect() -> None:
+    """A broker that drops packets holds paho's thread in a TCP connect for its 5-s timeout;
+    stop() must still end near mqtt.stop_flush_s, inside the SIGTERM deadline (flush + 5 s)."""
+    import time
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fill = []  # fill the accept queue: further connects hang instead of being refused
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fill.append(c)
+    time.sleep(0.3)
+    try:
+        cfg = MqttConfig(host="127.0.0.1", port=port, stop_flush_s=1, discovery=False)
+        sink = MqttSink(cfg, device_id="dev")
+        sink.start(wait_s=0)
+        time.sleep(0.5)  # paho is now inside its connect
+        sink.publish_event({"emotion": "anger", "confidence": 0.5})
+        t0 = time.monotonic()
+        sink.stop()
+        took = time.monotonic() - t0
+        assert sink.undelivered == 1
+        assert took < 1 + 2.0, took  # flush + the 1-s wait for paho's thread (was ~4.5 s)
+    finally:
+        for c in fill:
+            c.close()
+        srv.close()

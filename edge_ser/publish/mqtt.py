@@ -39,6 +39,7 @@ _paho_log = logging.getLogger("edge_ser.publish.paho")
 
 INFLIGHT_MAX = 20  # events handed to paho and not yet acknowledged
 CANCEL_POLL_S = 0.25  # a wait for the broker asks its cancel() this often (s)
+LOOP_STOP_S = 1.0  # stop() waits this long (s) for paho's network thread to end
 
 
 class MqttSink:
@@ -167,7 +168,11 @@ class MqttSink:
                 except (RuntimeError, ValueError):
                     log.debug("mqtt: offline not acknowledged")
             self._client.disconnect()
-            self._client.loop_stop()
+            # paho's thread may sit in a TCP connect for its 5-s timeout (a broker that drops
+            # packets): wait for it briefly, then leave it to end by itself (a daemon thread)
+            stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
+            stopper.start()
+            stopper.join(LOOP_STOP_S)
         self._closed = True
         self._pump.close()
         lost = self.undelivered = len(self._outbox)

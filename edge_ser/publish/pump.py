@@ -56,10 +56,14 @@ class Pump:
             self._thread.join(timeout=timeout_s)
 
     def _has_work(self) -> bool:
+        """Events while the in-flight cap allows; the state once no event is waiting (so it
+        follows the events it came from, a backlog included)."""
         box = self._outbox
-        return self.ready and (
-            self._state is not None or (box.pending > 0 and box.inflight < self._inflight_cap)
-        )
+        if not self.ready:
+            return False
+        if box.pending > 0:
+            return box.inflight < self._inflight_cap
+        return self._state is not None
 
     def _run(self) -> None:
         while True:
@@ -68,12 +72,15 @@ class Pump:
                     self._cond.wait()
                 if self._closed:
                     return
-                state, self._state = self._state, None
-            msg = self._outbox.take()
-            if msg is not None:  # the event before the state it led to
-                self._send(msg)
+                state = None
+                if self._outbox.pending == 0:
+                    state, self._state = self._state, None
             if state is not None:
                 self._client.publish(self._state_topic, state, qos=1, retain=True)
+                continue
+            msg = self._outbox.take()
+            if msg is not None:
+                self._send(msg)
 
     def _send(self, msg: Message) -> None:
         try:
