@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import SCHEMA
+from benchmarks.machine import was_busy
 from benchmarks.ram import RAM_SETTINGS
 from benchmarks.units import fmt, q, val
 from edge_ser.errors import ConfigError, EdgeSerError
@@ -84,9 +85,7 @@ def _cautions(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
                    "like.")
     for name, r in (("A", a), ("B", b)):
         m = r.get("machine") or {}
-        load, other = val(m.get("load_average_start")), val(m.get("other_processes_cpu"))
-        cores = val(m.get("usable_cores")) or 1
-        if (load is not None and load > 0.5 * cores) or (other is not None and other > 0.25):
+        if was_busy(m):
             out.append(f"- {name}'s machine was busy (load average before the run "
                        f"{fmt(m.get('load_average_start'))}, other processes during it "
                        f"{fmt(m.get('other_processes_cpu'))}): its timings read high.")

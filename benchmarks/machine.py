@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.units import q
+from benchmarks.units import q, val
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,15 @@ def load_average() -> dict[str, Any]:
         return q(os.getloadavg()[0], "tasks", 2)
     except OSError:
         return q(None, "tasks")
+
+
+def was_busy(machine: dict[str, Any]) -> bool:
+    """The report's "busy machine" rule: a 1-min load average before the run above half the
+    usable cores, or other processes using more than a quarter of a core during it."""
+    cores = val(machine.get("usable_cores")) or 1.0
+    load = val(machine.get("load_average_start")) or 0.0  # the end's counts the benchmark
+    other = val(machine.get("other_processes_cpu"))
+    return load > 0.5 * cores or (other is not None and other > 0.25)
 
 
 class OtherWork:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import was_busy
 from benchmarks.plots import write_plots
 from benchmarks.ram import RAM_SETTINGS
 from benchmarks.targets import duty_verdicts, evaluate_targets
@@ -26,11 +27,10 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 def _machine(m: dict[str, Any]) -> list[str]:
     cores = val(m.get("usable_cores")) or 1.0
     load = val(m.get("load_average_start")) or 0.0  # the end's counts the benchmark itself
-    other = val(m.get("other_processes_cpu"))
     busy = ([f"- **The machine was busy**: 1-min load average {load:.1f} on {cores:.0f} cores "
              f"before the run, other processes used {fmt(m.get('other_processes_cpu'))} on "
              "average during it; timings include contention with other work."]
-            if load > 0.5 * cores or (other is not None and other > 0.25) else [])
+            if was_busy(m) else [])
     return busy + [
         f"- CPU: {m.get('cpu_model')} ({m.get('arch')}), {fmt(m.get('logical_cores'))} logical "
         f"cores ({fmt(m.get('usable_cores'))} usable), "

@@ -166,7 +166,7 @@ class VadGate:
         x = np.concatenate([self._rest, x]) if self._rest.size else x.copy()
         n_frames = len(x) // self.frame_len
         if n_frames == 0:
-            self._rest = x.copy()
+            self._rest = x  # already a copy
             return []
         frames = x[: n_frames * self.frame_len].reshape(n_frames, self.frame_len)
         events: list[VadEvent] = []

@@ -63,16 +63,20 @@ def check_files(cfg: Config) -> None:
             apply_credentials(client, cfg.mqtt)
         except PublishError as exc:
             if not _for_systemd(cfg, exc):
-                key = str(exc).split(":", 1)[0].split(" ", 1)[0]
-                raise ConfigError(f"{cfg.where(key)}: {exc}") from exc
+                raise _at_its_key(cfg, exc) from exc
             print(f"edge-ser check-config: note: {exc}: the service gets it from systemd "
                   "(LoadCredential=, read as root), so it is not checked here", file=sys.stderr)
             if cfg.mqtt.tls is not None:
                 try:
                     apply_tls(client, cfg.mqtt.tls)
                 except PublishError as tls_exc:
-                    key = str(tls_exc).split(":", 1)[0].split(" ", 1)[0]
-                    raise ConfigError(f"{cfg.where(key)}: {tls_exc}") from tls_exc
+                    raise _at_its_key(cfg, tls_exc) from tls_exc
+
+
+def _at_its_key(cfg: Config, exc: Exception) -> ConfigError:
+    """A credentials error (``mqtt.tls.ca: ...``) at the config line of the key it names."""
+    key = str(exc).split(":", 1)[0].split(" ", 1)[0]
+    return ConfigError(f"{cfg.where(key)}: {exc}")
 
 
 def _for_systemd(cfg: Config, exc: Exception) -> bool:

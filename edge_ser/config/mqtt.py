@@ -93,6 +93,6 @@ class MqttConfig(_Strict):
         if self.host is not None and "://" in self.host:
             raise ValueError("mqtt.host must be a host name or address, not a URL "
                              "(mqtt.port and mqtt.tls say the rest)")
-        if self.host is not None and (not self.host.strip() or any(c.isspace() for c in self.host)):
+        if self.host is not None and any(c.isspace() for c in self.host):  # ' ' too
             raise ValueError("mqtt.host must be a host name or address, without spaces")
         return self

@@ -110,7 +110,7 @@ def state_from_event(event: dict[str, Any]) -> dict[str, Any]:
 
 def _finite(obj: Any) -> Any:
     """NaN and infinities as null: JSON has no such numbers (jq and Home Assistant refuse them)."""
-    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays, without importing numpy
         obj = obj.tolist()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -121,9 +121,7 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):  # numpy scalars and arrays, without importing numpy
-        return obj.tolist()
+def _json_default(obj: Any) -> Any:  # numpy was turned into lists and numbers by _finite
     if hasattr(obj, "__fspath__"):
         return str(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
