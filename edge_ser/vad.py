@@ -35,6 +35,7 @@ same events (apart from how :class:`SpeechAudio` is split into blocks).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import deque
@@ -98,12 +99,19 @@ def _to_pcm16(x: Float32Array) -> bytes:
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
+@functools.lru_cache(maxsize=4)
+def _hann(n: int) -> NDArray[np.float64]:
+    w = np.hanning(n)
+    w.flags.writeable = False
+    return w
+
+
 def frame_features(frames: NDArray[np.float32]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Mean square and spectral flatness of each row of ``frames`` ``[F, frame_len]``."""
     f = frames.astype(np.float64)
     power = np.mean(f * f, axis=1)
     n_fft = 1 << int(np.ceil(np.log2(f.shape[1])))
-    spec = np.abs(np.fft.rfft(f * np.hanning(f.shape[1]), n_fft, axis=1)) ** 2 + 1e-12
+    spec = np.abs(np.fft.rfft(f * _hann(f.shape[1]), n_fft, axis=1)) ** 2 + 1e-12
     spec = spec[:, : n_fft // 4 + 1]  # 0-4 kHz: audio resampled from 8 kHz has nothing above
     flatness = np.exp(np.mean(np.log(spec), axis=1)) / np.mean(spec, axis=1)
     return power, flatness

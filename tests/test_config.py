@@ -178,6 +178,13 @@ def test_example_values_are_the_defaults_except_the_model_path() -> None:
     assert got == defaults
 
 
+def test_default_capture_block_is_several_whole_vad_frames() -> None:
+    # one wake-up per block: several frames each (idle CPU), and no remainder to carry over
+    cfg = Config()
+    assert cfg.source.chunk_ms % cfg.vad.frame_ms == 0
+    assert cfg.source.chunk_ms >= 3 * cfg.vad.frame_ms
+
+
 def test_example_passes_check_config(shipped_model: Path) -> None:
     proc = _check_config(EXAMPLE)
     assert proc.returncode == 0, proc.stderr

@@ -94,7 +94,7 @@ def test_speech_audio_is_the_original_samples_without_gaps(note: np.ndarray) -> 
         np.testing.assert_array_equal(joined, note[i0 : i0 + len(joined)])
 
 
-@pytest.mark.parametrize("chunk", [37, 160, 333, 480, 4096])
+@pytest.mark.parametrize("chunk", [37, 160, 333, 480, 1440, 4096])
 def test_chunking_does_not_change_events(note: np.ndarray, chunk: int) -> None:
     assert _spans(_run(note, _vad(), chunk=chunk)) == _spans(_run(note, _vad()))
 

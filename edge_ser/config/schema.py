@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
+from edge_ser import CHUNK_MS
 from edge_ser.config.base import Strict as _Strict
 from edge_ser.config.mqtt import MqttConfig
 from edge_ser.errors import ConfigError
@@ -43,7 +44,12 @@ class SourceConfig(_Strict):
         "or a recording read with back-pressure, nothing dropped (false).",
     )
     loop: bool = Field(False, description="file: start again at the end (true) or stop (false).")
-    chunk_ms: int = Field(30, ge=10, le=1000, description="Capture block length in milliseconds.")
+    chunk_ms: int = Field(
+        CHUNK_MS, ge=10, le=1000,
+        description="Capture block length in milliseconds: audio reaches the VAD this often; "
+        "shorter blocks cost idle CPU (one wake-up each), longer ones add up to one block of "
+        "event latency.",
+    )
     queue_s: float = Field(
         10.0, gt=0, le=600,
         description="Capacity of the capture queue in seconds of audio; when full the oldest "

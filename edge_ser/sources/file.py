@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_ser import SAMPLE_RATE
+from edge_ser import CHUNK_MS, SAMPLE_RATE
 from edge_ser.audio import Float32Array, WavFile
 from edge_ser.errors import AudioError
 from edge_ser.sources.base import DoneFn, PushFn, ThreadedSource
@@ -27,7 +27,7 @@ class FileSource(ThreadedSource):
     """
 
     def __init__(
-        self, path: Path, realtime: bool = True, loop: bool = False, chunk_ms: int = 30
+        self, path: Path, realtime: bool = True, loop: bool = False, chunk_ms: int = CHUNK_MS
     ) -> None:
         super().__init__()
         self.path = Path(path)

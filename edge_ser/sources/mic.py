@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from edge_ser import SAMPLE_RATE
+from edge_ser import CHUNK_MS, SAMPLE_RATE
 from edge_ser.errors import AudioError
 from edge_ser.sources.base import (
     DoneFn,
@@ -47,7 +47,7 @@ class MicSource(ThreadedSource):
         device: str | int | None = None,
         rate: int | None = None,
         channels: int = 1,
-        chunk_ms: int = 30,
+        chunk_ms: int = CHUNK_MS,
         reopen_min_s: float = 1.0,
         reopen_max_s: float = 30.0,
         backend: BackendFactory | None = None,

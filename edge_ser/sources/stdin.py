@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import IO, Any
 
-from edge_ser import SAMPLE_RATE
+from edge_ser import CHUNK_MS, SAMPLE_RATE
 from edge_ser.errors import AudioError
 from edge_ser.sources.base import (
     DoneFn,
@@ -31,7 +31,7 @@ class StdinSource(ThreadedSource):
         self,
         rate: int = SAMPLE_RATE,
         channels: int = 1,
-        chunk_ms: int = 30,
+        chunk_ms: int = CHUNK_MS,
         live: bool = True,
         stream: IO[bytes] | None = None,
     ) -> None:
