@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -80,12 +81,16 @@ class Received:
 
 @dataclass
 class Recorder:
-    """A paho 2.x client subscribed to ``topic`` that keeps every message with its arrival time."""
+    """A paho 2.x client subscribed to ``topic`` that keeps every message with its arrival time
+    (``keep=False``: only counts them and keeps the last one per topic, for long runs)."""
 
     host: str
     port: int
     topic: str = "#"
+    keep: bool = True
     messages: list[Received] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    last: dict[str, Received] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         import paho.mqtt.client as paho
@@ -103,9 +108,12 @@ class Recorder:
         self._ready.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        got = Received(time.monotonic(), msg.topic, bytes(msg.payload), bool(msg.retain))
         with self._lock:
-            self.messages.append(Received(time.monotonic(), msg.topic, bytes(msg.payload),
-                                          bool(msg.retain)))
+            self.counts[got.topic] += 1
+            self.last[got.topic] = got
+            if self.keep:
+                self.messages.append(got)
 
     def start(self, timeout: float = 10.0) -> None:
         self._client.connect(self.host, self.port, keepalive=30)
@@ -117,6 +125,10 @@ class Recorder:
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+    def latest(self, topic: str) -> Received | None:
+        with self._lock:
+            return self.last.get(topic)
 
     def on(self, suffix: str) -> list[Received]:
         with self._lock:

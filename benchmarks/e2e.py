@@ -112,14 +112,30 @@ def _config(path: Path, wav: Path, model: Path, port: int) -> None:
     path.write_text(json.dumps(cfg, indent=1), encoding="utf-8")  # JSON is YAML
 
 
+def spawn_daemon(config: Path) -> subprocess.Popen[str]:
+    """``edge-ser run --config CONFIG`` from this checkout, stderr piped (text), stdout dropped."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return subprocess.Popen([sys.executable, "-m", "edge_ser", "run", "--config", str(config)],
+                            cwd=str(REPO), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def stop_daemon(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM (the service's stop), then a kill if it has not exited 10 s later."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run_daemon(config: Path, wav: Path, timeout_s: float) -> DaemonRun:
     import psutil
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.Popen([sys.executable, "-m", "edge_ser", "run", "--config", str(config)],
-                            cwd=str(REPO), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = spawn_daemon(config)
     run = DaemonRun()
 
     def read() -> None:
@@ -145,13 +161,7 @@ def run_daemon(config: Path, wav: Path, timeout_s: float) -> DaemonRun:
                 pass
             time.sleep(0.2)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_daemon(proc)
     reader.join(timeout=5)
     run.rc = proc.returncode
     log_path = config.with_suffix(".log")
