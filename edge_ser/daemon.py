@@ -168,11 +168,12 @@ class Daemon:
         self.sink.start(wait_s=self.cfg.mqtt.connect_wait_s if self.cfg.mqtt.host else 0.0,
                         cancel=lambda: self.stop_reason is not None)
         try:
-            self.source.start(self._push, self._source_done)
-            self.notifier.ready(f"listening on {self.source.name}")
-            log.info("edge-ser running: %s -> %s, model %s", self.source.name,
-                     self.cfg.mqtt.host or "stdout", self.model_name)
-            self._loop()
+            if self.stop_reason is None:  # stopped while waiting for the broker: no source
+                self.source.start(self._push, self._source_done)
+                self.notifier.ready(f"listening on {self.source.name}")
+                log.info("edge-ser running: %s -> %s, model %s", self.source.name,
+                         self.cfg.mqtt.host or "stdout", self.model_name)
+                self._loop()
         except OutputClosed:  # `| head`: the reader has what it wanted
             self.request_stop("stdout closed")
             raise
