@@ -101,13 +101,18 @@ class DaemonRun:
         return text[-1][:240] if text else "no output"
 
 
-def _config(path: Path, wav: Path, model: Path, port: int) -> None:
+def write_daemon_config(path: Path, wav: Path, model: Path, port: int, *, realtime: bool = True,
+                        loop: bool = False, device_id: str = "bench", stats_s: float = 5.0,
+                        level: str = "INFO") -> None:
+    """A config for ``edge-ser run``: ``wav`` as a file source, ``model`` on 1 thread, the
+    broker on 127.0.0.1:``port`` (topics ``edge-ser/<device_id>/...``)."""
     cfg = {
-        "source": {"type": "file", "path": str(wav.resolve()), "realtime": True, "loop": False},
+        "source": {"type": "file", "path": str(wav.resolve()), "realtime": realtime,
+                   "loop": loop},
         "model": {"path": str(model.resolve()), "threads": 1},
-        "mqtt": {"host": "127.0.0.1", "port": port, "device_id": "bench", "prefix": "edge-ser",
-                 "stats_interval_s": 5.0},
-        "logging": {"level": "INFO"},
+        "mqtt": {"host": "127.0.0.1", "port": port, "device_id": device_id, "prefix": "edge-ser",
+                 "stats_interval_s": stats_s},
+        "logging": {"level": level},
     }
     path.write_text(json.dumps(cfg, indent=1), encoding="utf-8")  # JSON is YAML
 
@@ -200,13 +205,13 @@ def measure_e2e(variants: list[Variant], runs: Runs) -> dict[str, Any]:
         rec.start()
         try:
             cfg = work / "e2e-speech.yaml"
-            _config(cfg, speech_wav, v.path, broker.port)
+            write_daemon_config(cfg, speech_wav, v.path, broker.port)
             run = run_daemon(cfg, speech_wav, len(audio) / SAMPLE_RATE + 60.0)
             time.sleep(0.5)
             events = rec.on("/emotion")
             topics = sorted({m.topic for m in rec.messages})
             cfg_idle = work / "e2e-idle.yaml"
-            _config(cfg_idle, silent_wav, v.path, broker.port)
+            write_daemon_config(cfg_idle, silent_wav, v.path, broker.port)
             idle = run_daemon(cfg_idle, silent_wav, idle_len + 60.0)
         finally:
             rec.stop()

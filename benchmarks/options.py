@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edge_ser.errors import ConfigError
+
 SECTIONS = ("latency", "ram", "thermal", "e2e")
 DEFAULT_NAMES = ("shipped-int8", "shipped-fp32", "distilhubert-int8", "distilhubert-fp32",
                  "distilhubert-torch")
@@ -32,6 +34,17 @@ def _seconds(text: str) -> float:
     if not (s > 0 and s < 1e6):  # also refuses nan and inf
         raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
     return s
+
+
+def make_out_dir(out: Path) -> Path:
+    """The ``--out`` folder, created if needed; ConfigError when it is a file or cannot be made."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot create {out} ({exc.strerror or exc})") from exc
+    return out
 
 
 def add_arguments(ap: argparse.ArgumentParser, sections: bool = True) -> None:

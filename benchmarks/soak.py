@@ -26,8 +26,10 @@ from typing import Any
 
 from benchmarks import EXAMPLES, REPO
 from benchmarks.broker import Broker, Recorder, mosquitto_missing
-from benchmarks.e2e import spawn_daemon, stop_daemon
+from benchmarks.e2e import spawn_daemon, stop_daemon, write_daemon_config
+from benchmarks.options import make_out_dir
 from benchmarks.units import percentile, q
+from edge_ser.errors import ConfigError
 
 log = logging.getLogger(__name__)
 MIB = float(2**20)
@@ -117,31 +119,22 @@ def _stats(rec: Recorder) -> dict[str, Any]:
         return {}
 
 
-def _config(path: Path, port: int, stats_s: float) -> None:
-    cfg = {
-        "source": {"type": "file", "path": str(WAV), "realtime": False, "loop": True},
-        "model": {"path": str(MODEL), "threads": 1},
-        "mqtt": {"host": "127.0.0.1", "port": port, "device_id": DEVICE_ID,
-                 "stats_interval_s": stats_s},
-        "logging": {"level": "WARNING"},  # stderr then holds only problems
-    }
-    path.write_text(json.dumps(cfg, indent=1), encoding="utf-8")  # JSON is YAML
-
-
 def soak(duration_s: float, every_s: float, out: Path) -> dict[str, Any]:
     import psutil
 
     missing = mosquitto_missing()
     if missing:
         return {"status": "skipped", "reason": missing}
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     samples: list[Sample] = []
     problems: list[str] = []
     with Broker() as broker:
         rec = Recorder(broker.host, broker.port, f"edge-ser/{DEVICE_ID}/#", keep=False)
         rec.start()
         cfg = out / "soak.yaml"
-        _config(cfg, broker.port, every_s)
+        write_daemon_config(cfg, WAV, MODEL, broker.port, realtime=False, loop=True,
+                            device_id=DEVICE_ID, stats_s=every_s,
+                            level="WARNING")  # stderr then holds only problems
         t0 = time.monotonic()
         proc: subprocess.Popen[str] | None = None
         reader: threading.Thread | None = None
@@ -196,6 +189,8 @@ def soak(duration_s: float, every_s: float, out: Path) -> dict[str, Any]:
 
 
 def _v(fig: Any) -> str:
+    """A figure as "133.2 MiB": units.fmt rounds figures of 100 and more to whole numbers, and
+    the soak's RSS comparison needs its tenths."""
     if isinstance(fig, dict) and "value" in fig:
         if fig["value"] is None:
             return "n/a"
@@ -239,12 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     duration = 20.0 if args.quick else 60.0 * args.minutes
     every = 1.0 if args.quick else 5.0
     out = args.out or REPO / "bench-out" / ("soak-quick" if args.quick else "soak")
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"python -m benchmarks.soak: error: --out {out} is not a folder")
     log.info("soak: %.0f s, writing %s", duration, out)
     try:
         r = soak(duration, every, out)
-    except (OSError, RuntimeError) as exc:
+    except (ConfigError, OSError, RuntimeError) as exc:
         raise SystemExit(f"python -m benchmarks.soak: error: {exc}") from None
     if r["status"] == "skipped":
         print(f"soak skipped: {r['reason']}")

@@ -21,7 +21,7 @@ from typing import Any
 from benchmarks import SCHEMA
 from benchmarks.machine import OtherWork, load_average, machine_facts
 from benchmarks.measure import Runs, Settings
-from benchmarks.options import SECTIONS, add_arguments
+from benchmarks.options import SECTIONS, add_arguments, make_out_dir
 from benchmarks.units import q
 from benchmarks.variants import Variant, check_model_name, default_cache_dir, resolve_variants
 from edge_ser import __version__
@@ -88,12 +88,7 @@ def run_bench(args: argparse.Namespace, sections: list[str]) -> Path:
     if threads < 1:
         raise ConfigError("--threads: must be at least 1")
     out = (args.out or Path("bench-out") / ("quick" if args.quick else "full")).resolve()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out: cannot create {out} ({exc.strerror or exc})") from exc
+    make_out_dir(out)
     if args.thermal_model is not None:
         check_model_name(args.thermal_model, "--thermal-model")
     settings = Settings.make(out, args.quick, threads, args.duration)

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edge_ser.config import load_config
-from edge_ser.errors import AudioError, OutputClosed, PublishError
+from edge_ser.errors import AudioError
+from edge_ser.publish.stdout import write_line
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,7 @@ def format_text(record: dict[str, Any]) -> str:
 
 
 def _emit(record: dict[str, Any], fmt: str, out: TextIO) -> None:
-    line = json.dumps(record) if fmt == "jsonl" else format_text(record)
-    try:
-        out.write(line + "\n")
-        out.flush()
-    except BrokenPipeError as exc:  # `| head`: the reader has what it wanted
-        raise OutputClosed("stdout: its reader has gone") from exc
-    except OSError as exc:  # a full disk, a closed stream
-        raise PublishError(f"cannot write the results to stdout ({exc.strerror or exc})") from exc
+    write_line(out, json.dumps(record) if fmt == "jsonl" else format_text(record), "the results")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -72,10 +72,20 @@ class StdoutSink:
             if self._reader_gone:
                 return
             try:
-                self._stream.write(line + "\n")
-                self._stream.flush()
-            except BrokenPipeError as exc:  # `| head`: the reader has what it wanted
+                write_line(self._stream, line, "events")
+            except OutputClosed:
                 self._reader_gone = True
-                raise OutputClosed("stdout: its reader has gone") from exc
-            except (OSError, ValueError) as exc:  # a full disk, a closed file
-                raise PublishError(f"cannot write events to stdout: {exc}") from exc
+                raise
+
+
+def write_line(stream: TextIO, line: str, what: str) -> None:
+    """``line`` and a newline, flushed. OutputClosed when the reader has gone (``| head``);
+    PublishError naming ``what`` for a full disk or a closed file."""
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+    except BrokenPipeError as exc:  # `| head`: the reader has what it wanted
+        raise OutputClosed("stdout: its reader has gone") from exc
+    except (OSError, ValueError) as exc:  # a full disk, a closed file
+        reason = getattr(exc, "strerror", None) or exc
+        raise PublishError(f"cannot write {what} to stdout ({reason})") from exc
