@@ -11,6 +11,7 @@ from typing import Any
 
 from benchmarks import SCHEMA
 from benchmarks.machine import was_busy
+from benchmarks.options import make_out_dir
 from benchmarks.ram import RAM_SETTINGS
 from benchmarks.units import fmt, q, val
 from edge_ser.errors import ConfigError, EdgeSerError
@@ -27,49 +28,84 @@ def load_report(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a report (not UTF-8 text at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: not JSON ({exc.msg})") from exc
-    if not isinstance(data, dict) or str(data.get("schema", "")).split("/")[0] != \
-            SCHEMA.split("/")[0]:
+    if not isinstance(data, dict) or _major(data.get("schema")) != _major(SCHEMA):
         raise ConfigError(f"{path}: not an edge-ser benchmark report (schema {SCHEMA} expected)")
     return data
 
 
+def _major(schema: Any) -> tuple[str, str]:
+    """``"edge-ser-bench/1.2"`` -> ``("edge-ser-bench", "1")``: reports of one major version
+    compare, other versions and other files are refused."""
+    name, _, version = str(schema or "").partition("/")
+    return name, version.split(".")[0]
+
+
+def _d(x: Any, *keys: str) -> dict[str, Any]:
+    """``x[k1][k2]...`` when each step is a dict, else ``{}`` (a hand-edited report)."""
+    for k in keys:
+        x = x.get(k) if isinstance(x, dict) else None
+    return x if isinstance(x, dict) else {}
+
+
+_THREAD_ROWS = (("median", "latency median"), ("p95", "latency p95"), ("p99", "latency p99"),
+                ("rtf", "real-time factor"), ("gemm_share", "share of the GEMM limit"))
+
+
+def _thread_order(t: str) -> tuple[int, str]:
+    return (int(t), "") if t.isdigit() else (1 << 30, t)
+
+
 def _rows(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     rows: list[tuple[str, Any, Any]] = [("mode", _mode(a), _mode(b))]
-    ma, mb = a.get("machine") or {}, b.get("machine") or {}
+    ma, mb = _d(a, "machine"), _d(b, "machine")
     for key in ("cpu_model", "board", "arch", "simd_flags", "logical_cores", "ram_total", "os",
                 "python", "onnxruntime"):
         rows.append((f"machine: {key.replace('_', ' ')}", ma.get(key), mb.get(key)))
-    la = (a.get("latency") or {}).get("models") or {}
-    lb = (b.get("latency") or {}).get("models") or {}
+    ga, gb = _d(a, "latency", "gemm"), _d(b, "latency", "gemm")
+    for t in sorted(set(ga) | set(gb), key=_thread_order):
+        rows.append((f"GEMM limit {t} thr", _d(ga, t).get("rate"), _d(gb, t).get("rate")))
+    la, lb = _d(a, "latency", "models"), _d(b, "latency", "models")
     for name in list(dict.fromkeys([*la, *lb])):
-        ta = (la.get(name) or {}).get("threads") or {}
-        tb = (lb.get(name) or {}).get("threads") or {}
-        for t in sorted(set(ta) | set(tb), key=int):
-            for stat in ("median", "p95", "p99"):
-                rows.append((f"{name} {t} thr latency {stat}", (ta.get(t) or {}).get(stat),
-                             (tb.get(t) or {}).get(stat)))
-    ra = (a.get("ram") or {}).get("models") or {}
-    rb = (b.get("ram") or {}).get("models") or {}
+        rows.append((f"{name} FLOPs per window", _d(la, name).get("flops_per_window"),
+                     _d(lb, name).get("flops_per_window")))
+        ta, tb = _d(la, name, "threads"), _d(lb, name, "threads")
+        for t in sorted(set(ta) | set(tb), key=_thread_order):
+            for stat, label in _THREAD_ROWS:
+                rows.append((f"{name} {t} thr {label}", _d(ta, t).get(stat),
+                             _d(tb, t).get(stat)))
+    ra, rb = _d(a, "ram", "models"), _d(b, "ram", "models")
     for name in list(dict.fromkeys([*ra, *rb])):
         for key in RAM_SETTINGS:
-            fa = ((ra.get(name) or {}).get(key) or {}).get("peak")
-            fb = ((rb.get(name) or {}).get(key) or {}).get("peak")
-            if fa or fb:
-                rows.append((f"{name} peak RSS ({key.replace('_', ' ')})", fa, fb))
+            for stat in ("peak", "steady"):
+                fa, fb = _d(ra, name, key).get(stat), _d(rb, name, key).get(stat)
+                if fa or fb:
+                    rows.append((f"{name} {stat} RSS ({key.replace('_', ' ')})", fa, fb))
     for key in ("steady_temp", "max_temp", "time_to_throttle"):
-        rows.append((f"thermal {key.replace('_', ' ')}", (a.get("thermal") or {}).get(key),
-                     (b.get("thermal") or {}).get(key)))
-    ea, eb = a.get("e2e") or {}, b.get("e2e") or {}
+        rows.append((f"thermal {key.replace('_', ' ')}", _d(a, "thermal").get(key),
+                     _d(b, "thermal").get(key)))
     for key in ("latency_p50", "latency_p95", "daemon_rss_peak"):
-        rows.append((f"e2e {key.replace('_', ' ')}", (ea.get("speech") or {}).get(key),
-                     (eb.get("speech") or {}).get(key)))
-    rows.append(("e2e idle CPU", (ea.get("idle") or {}).get("cpu"),
-                 (eb.get("idle") or {}).get("cpu")))
-    tgt_b = {t["id"]: t for t in b.get("targets", [])}
-    for t in a.get("targets", []):
-        other = tgt_b.get(t["id"], {})
-        rows.append((f"target: {t['target']}", t.get("pass"), other.get("pass")))
+        rows.append((f"e2e {key.replace('_', ' ')}", _d(a, "e2e", "speech").get(key),
+                     _d(b, "e2e", "speech").get(key)))
+    rows.append(("e2e idle CPU", _d(a, "e2e", "idle").get("cpu"),
+                 _d(b, "e2e", "idle").get("cpu")))
+    tgt_b = {t["id"]: t for t in _targets(b)}
+    for row in _targets(a):
+        rows.append((f"target: {row.get('target', row['id'])}", _verdict(row),
+                     _verdict(tgt_b.get(row["id"], {}))))
     return rows
+
+
+def _targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = r.get("targets")
+    return [t for t in rows if isinstance(t, dict) and "id" in t] if isinstance(rows, list) else []
+
+
+def _verdict(t: dict[str, Any]) -> str:
+    """A target's result with its measured figure: ``"pass (23.9 ms)"``."""
+    ok = t.get("pass")
+    word = "not measured" if ok is None else "pass" if ok is True else "FAIL"
+    return f"{word} ({fmt(t.get('measured'), 2)})" if val(t.get("measured")) is not None \
+        else word
 
 
 def _mode(r: dict[str, Any]) -> str:
@@ -112,7 +148,8 @@ def compare(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: str) -> d
     if cautions:
         lines += ["Read with care:", *cautions, ""]
     lines += ["B / A above 1: B took longer or used more (latency, RSS, temperature); "
-              "below 1: B did better.", "",
+              "below 1: B did better. For the GEMM limit and its share, above 1 is B faster.",
+              "",
               "| figure | A | B | B / A |", "|---|---|---|---|"]
     for what, fa, fb in _rows(a, b):
         va, vb = val(fa), val(fb)
@@ -126,10 +163,14 @@ def compare(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: str) -> d
 def run_compare(path_a: Path, path_b: Path, out: Path | None = None) -> str:
     result = compare(load_report(path_a), load_report(path_b), str(path_a), str(path_b))
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(result["markdown"], encoding="utf-8")
-        out.with_suffix(".json").write_text(json.dumps(result["rows"], indent=1,
-                                                       ensure_ascii=False), encoding="utf-8")
+        make_out_dir(out.parent)
+        try:
+            out.write_text(result["markdown"], encoding="utf-8")
+            out.with_suffix(".json").write_text(json.dumps(result["rows"], indent=1,
+                                                           ensure_ascii=False), encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{out}: cannot write the comparison ({exc.strerror or exc})") \
+                from exc
     return str(result["markdown"])
 
 

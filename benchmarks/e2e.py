@@ -199,7 +199,7 @@ def measure_e2e(variants: list[Variant], runs: Runs) -> dict[str, Any]:
     idle_len = s.e2e_idle_s + IDLE_SETTLE_S + 1.0
     write_wav(silent_wav, np.zeros(int(idle_len * SAMPLE_RATE), dtype=np.float32))
     out: dict[str, Any] = {"model": v.name, "anchor": "the file source's 'playing' log line",
-                           "source": "file, real time", "threads": 1}
+                           "source": "file, real time", "threads": q(1, "count")}
     with Broker() as broker:
         rec = Recorder(broker.host, broker.port, "edge-ser/bench/#")
         rec.start()
@@ -244,7 +244,7 @@ def measure_e2e(variants: list[Variant], runs: Runs) -> dict[str, Any]:
         "latencies": series(latencies, "s", 3),
         "daemon_rss_peak": q(max(rss) if rss else None, "MiB", 1),
         "daemon_rss_steady": q(percentile(rss[len(rss) // 2:], 50) if rss else None, "MiB", 1),
-        "daemon_exit_code": run.rc,
+        "daemon_exit_code": q(run.rc, "exit status"),
         "topics_seen": topics,
     }
     if idle.anchor is None:

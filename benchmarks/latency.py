@@ -160,7 +160,7 @@ def measure_latency(variants: list[Variant], runs: Runs) -> dict[str, Any]:
             entry["status"] = "ok"
     return {
         "settings": {"timed_windows": q(s.windows, "count"), "warmup_windows": q(s.warmup, "count"),
-                     "threads": s.threads, "arena": "on"},
+                     "threads": {"values": list(s.threads), "unit": "count"}, "arena": "on"},
         "gemm": gemm,
         "models": models,
         "ratios": _ratios(models, s.threads),

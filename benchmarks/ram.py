@@ -65,7 +65,7 @@ def measure_ram(variants: list[Variant], runs: Runs) -> dict[str, Any]:
                 break
             entry[key] = _figures(res.result, res.samples)
     return {
-        "settings": {"threads": 1,
+        "settings": {"threads": q(1, "count"),
                      "windows": q(max(runs.settings.ram_windows, runs.settings.windows), "count"),
                      "process": "fresh Python process per model and setting"},
         "models": models,

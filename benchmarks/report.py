@@ -67,12 +67,13 @@ def _latency(lat: dict[str, Any]) -> list[str]:
             skipped.append(f"- **{name}**: {m.get('status')}: {m.get('reason')}")
             continue
         for t, st in m["threads"].items():
-            rows.append([name, t, fmt(st["median"]), fmt(st["p95"]), fmt(st["p99"]),
+            rows.append([name, t, fmt(st.get("windows")), fmt(st["median"]), fmt(st["p95"]),
+                         fmt(st["p99"]),
                          fmt(st["first_window"]), fmt(st["rtf"]),
                          fmt(m.get("flops_per_window"), 3), fmt(st["achieved"]),
                          fmt(st["gemm_share"]), fmt(m.get("file_size"), 1)])
     gemm = ", ".join(f"{t} thr {fmt(g['rate'])}" for t, g in (lat.get("gemm") or {}).items())
-    out = _table(["model", "threads", "median", "p95", "p99", "first (cold)", "RTF",
+    out = _table(["model", "threads", "windows", "median", "p95", "p99", "first (cold)", "RTF",
                   "work/window", "achieved", "of GEMM limit", "file"], rows)
     out += ["", f"GEMM limit (numpy float32 matmul): {gemm}. RTF = median latency / window "
             "length (below 1 keeps up). Timed windows exclude warm-up; 'first' is the cold "
@@ -107,7 +108,8 @@ def _ram(ram: dict[str, Any]) -> list[str]:
     rows = []
     for name, m in (ram.get("models") or {}).items():
         if m.get("status") != "ok":
-            rows.append([name, "-", m.get("status", ""), "", "", "", "", "", str(m.get("reason"))])
+            rows.append([name, "-", m.get("status", ""), "", "", "", "", "", "",
+                         str(m.get("reason"))])
             continue
         for key in RAM_SETTINGS:
             f = m.get(key)
@@ -158,9 +160,26 @@ def _e2e(e: dict[str, Any]) -> list[str]:
     ]
 
 
+def _few_samples(r: dict[str, Any]) -> str:
+    """The quick run's caveat, with the sample counts its tails rest on."""
+    counts = {val(st.get("windows")) for m in ((r.get("latency") or {}).get("models") or {})
+              .values() if isinstance(m, dict) for st in (m.get("threads") or {}).values()}
+    windows = ", ".join(f"{c:.0f}" for c in sorted(c for c in counts if c is not None))
+    events = val(((r.get("e2e") or {}).get("speech") or {}).get("events"))
+    parts = [f"latency from {windows} timed window(s) per model and thread count"] if windows \
+        else []
+    if events is not None:
+        parts.append(f"the event p95 from {events:.0f} event(s)")
+    return ("**Quick run:** " + (", ".join(parts) + ": " if parts else "") +
+            "a p95 or p99 of so few samples is close to their maximum; run without --quick "
+            "before judging a board.")
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     lines = [f"# edge-ser benchmark report ({'quick' if r.get('quick') else 'full'} run)", "",
-             f"Created {r.get('created')} by `{r.get('command')}` in {fmt(r.get('elapsed'))}.",
+             f"Created {r.get('created')} by `{r.get('command')}`: {fmt(r.get('elapsed'))} of "
+             "measuring" + (f", {fmt(r.get('wall_time'))} in all (with any model build)"
+                            if val(r.get("wall_time")) is not None else "") + ".",
              ""]
     lines += [f"**Section failed (a bug, see the log):** {e}" for e in r.get("errors") or []]
     lines += ["## Machine", "", *_machine(r.get("machine") or {}), "", "## Verdicts", ""]
@@ -171,6 +190,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines += _table(["target", "measured", "limit", "result", "note"],
                     [[t["target"], fmt(t["measured"], 2), fmt(t["limit"], 2), mark[t["pass"]],
                       t.get("note", "")] for t in r.get("targets", [])])
+    if r.get("quick"):
+        lines += ["", _few_samples(r)]
     if r.get("latency"):
         lines += ["", "## Latency per window", "", *_latency(r["latency"])]
     if r.get("ram"):
@@ -181,10 +202,14 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += ["", "## End to end (daemon + MQTT)", "", *_e2e(r["e2e"])]
     build = (r.get("build") or {}).get("distilhubert")
     if build:
-        how = "cached" if build.get("cached") else "built"
-        lines += ["", f"DistilHuBERT ONNX (random init): {how}"
-                  f" in {build.get('dir')} (build {fmt(build.get('build_time'))})"
-                  + (f"; error: {build.get('error')}" if build.get("error") else "")]
+        if build.get("error"):
+            how = f"not built ({build.get('error')})"
+        elif build.get("cached"):
+            how = (f"cached in {build.get('dir')} (built earlier in "
+                   f"{fmt(build.get('build_time'))})")
+        else:
+            how = f"built in {build.get('dir')} in {fmt(build.get('build_time'))} by this run"
+        lines += ["", f"DistilHuBERT ONNX (random init): {how}"]
     lines += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in (r.get("plots") or {}).items()]
     return "\n".join(lines) + "\n"
 
@@ -208,15 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="folder (default: the report's)")
     args = ap.parse_args(argv)
     from benchmarks.compare import load_report
+    from benchmarks.options import make_out_dir
     from edge_ser.errors import EdgeSerError
 
     try:
         report = load_report(args.report)
+        out = make_out_dir(args.out or args.report.parent)
     except EdgeSerError as exc:
         print(f"benchmarks.report: error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or args.report.parent
-    out.mkdir(parents=True, exist_ok=True)
     print(finish(report, out))
     return 0
 

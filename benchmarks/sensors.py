@@ -1,4 +1,4 @@
-"""CPU temperature, frequency and Raspberry Pi throttle flags, read from /sys (or ``vcgencmd``).
+"""CPU temperature, frequency and Raspberry Pi throttle flags: /sys, and ``vcgencmd`` for the flags.
 
 :class:`SysfsSensors` reads the real files under configurable roots (tests point them at a
 temporary tree or at a directory that does not exist); :class:`NoSensors` reads nothing. Pick
@@ -44,7 +44,8 @@ class Sensors(Protocol):
         ...
 
     def max_freq_mhz(self) -> float | None:
-        """The highest frequency the CPUs are rated for (cpuinfo_max_freq), if known."""
+        """The highest sustained frequency the CPUs are rated for (``base_frequency`` where
+        the driver gives one, else ``cpuinfo_max_freq``), if known."""
         ...
 
 
@@ -70,11 +71,15 @@ class SysfsSensors:
             cpu_root.glob("cpu[0-9]*/cpufreq/scaling_cur_freq"),
             key=lambda p: int(p.parent.parent.name[3:]),
         )
-        self.max_files = [p.with_name("cpuinfo_max_freq") for p in self.freq_files]
+        # the sustained rating: intel_pstate's base_frequency where it exists (cpuinfo_max_freq
+        # is the single-core turbo there, which all cores under load never hold), else the max
+        self.max_files = [p.with_name("base_frequency")
+                          if p.with_name("base_frequency").is_file()
+                          else p.with_name("cpuinfo_max_freq") for p in self.freq_files]
         self.throttle_file = throttle_file if throttle_file.is_file() else None
-        self.vcgencmd = vcgencmd
-        if self.vcgencmd is None and self.throttle_file is None:
-            self.vcgencmd = shutil.which("vcgencmd")  # a Pi whose kernel lacks the sysfs node
+        # the issue's order: ``vcgencmd get_throttled`` when present, the sysfs node otherwise;
+        # "" turns the lookup off (tests with a fake tree)
+        self.vcgencmd = shutil.which("vcgencmd") if vcgencmd is None else (vcgencmd or None)
 
     @staticmethod
     def _pick_zone(root: Path) -> Path | None:
@@ -159,7 +164,9 @@ def make_sensors(
     thermal_root: Path | None = THERMAL_ROOT, cpu_root: Path = CPU_ROOT,
     throttle_file: Path = PI_THROTTLE_FILE,
 ) -> Sensors:
-    """The sysfs sensors under the given roots; ``thermal_root=None`` disables sensing."""
+    """The sysfs sensors under the given roots; ``thermal_root=None`` disables sensing.
+    ``vcgencmd`` is looked for only when the roots are the real ones (a fake tree stays fake)."""
     if thermal_root is None:
         return NoSensors()
-    return SysfsSensors(thermal_root, cpu_root, throttle_file)
+    real = thermal_root == THERMAL_ROOT and throttle_file == PI_THROTTLE_FILE
+    return SysfsSensors(thermal_root, cpu_root, throttle_file, vcgencmd=None if real else "")

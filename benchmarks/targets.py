@@ -165,10 +165,10 @@ def duty_verdicts(report: dict[str, Any], rss_budget_mib: float) -> list[dict[st
             reasons.append(f"peak RSS {peak:.0f} MiB in a bare process (the daemon adds its own "
                            f"parts; e2e not measured) vs {rss_budget_mib:g} MiB")
             fits = fits and peak <= rss_budget_mib
-        else:
+        else:  # half the duty unmeasured: "unknown" unless the other half already fails
             reasons.append("RSS not measured")
-        out.append({"duty": duty, "verdict": "fits" if fits else "does not fit",
-                    "reason": "; ".join(reasons)})
+        verdict = ("does not fit" if not fits else "fits" if peak is not None else "unknown")
+        out.append({"duty": duty, "verdict": verdict, "reason": "; ".join(reasons)})
     e2e = report.get("e2e") or {}
     if e2e.get("status") == "ok":
         p95 = _get(e2e, "speech", "latency_p95")
@@ -184,9 +184,14 @@ def duty_verdicts(report: dict[str, Any], rss_budget_mib: float) -> list[dict[st
     if th.get("status") == "ok":
         throttled = th.get("throttled")
         verdict = "unknown" if throttled is None else ("does not fit" if throttled else "fits")
-        reason = ("no temperature, frequency or throttle sensor on this machine"
-                  if throttled is None else
-                  f"{th.get('throttle_method')}; steady {fmt(th.get('steady_temp'))}")
+        steady = val(th.get("steady_temp"))
+        if throttled is not None:
+            reason = f"{th.get('throttle_method')}; steady {fmt(th.get('steady_temp'))}"
+        elif steady is not None:
+            reason = (f"steady {fmt(th.get('steady_temp'))}, but no throttle flags and no CPU "
+                      "frequency with its rating to tell throttling")
+        else:
+            reason = "no temperature, frequency or throttle sensor on this machine"
         out.append({"duty": f"{th.get('model')} back to back on {val(th.get('threads')):.0f} "
                             f"thread(s) for {val(th.get('duration')):g} s without throttling",
                     "verdict": verdict, "reason": reason})

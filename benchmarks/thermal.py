@@ -3,7 +3,8 @@
 One child runs windows of real speech back to back on all threads for the configured duration;
 the parent samples the sensors (:mod:`benchmarks.sensors`) and the child (psutil) once a second.
 Time to throttle comes from the Raspberry Pi throttle flags where the board has them, else from
-the CPU frequency (below 90 % of cpuinfo_max_freq for 3 consecutive samples); steady-state
+the CPU frequency (below 90 % of the rated sustained frequency, ``base_frequency`` or else
+cpuinfo_max_freq, for 3 consecutive samples); steady-state
 temperature is the mean of the last third of the run. Without a sensor the report says
 "no sensor". ``python -m benchmarks.thermal [--duration S] [--thermal-root DIR]``.
 """
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 MIB = float(2**20)
 FREQ_CAP_SHARE = 0.9
 FREQ_CAP_SAMPLES = 3
+NO_THROTTLE_SENSOR = "no sensor"  # neither throttle flags nor a CPU frequency with its rating
 
 
 def _pick(variants: list[Variant], wanted: str | None) -> Variant | None:
@@ -55,7 +57,7 @@ def _throttle_time(ts: list[float], readings: list[SensorSample],
                 return ts[i - FREQ_CAP_SAMPLES + 1], (
                     f"frequency below {FREQ_CAP_SHARE:.0%} of {max_freq:.0f} MHz")
         return None, f"frequency: never below {FREQ_CAP_SHARE:.0%} of {max_freq:.0f} MHz"
-    return None, "no sensor"
+    return None, NO_THROTTLE_SENSOR
 
 
 def measure_thermal(variants: list[Variant], runs: Runs) -> dict[str, Any]:
@@ -70,15 +72,15 @@ def measure_thermal(variants: list[Variant], runs: Runs) -> dict[str, Any]:
     out["model"] = v.name
     ts: list[float] = []
     readings: list[SensorSample] = []
-    procs: list[Sample] = []
+    procs: list[Sample | None] = []
     t0 = time.monotonic()
 
-    def tick(sample: Sample) -> None:
+    def tick(sample: Sample | None) -> None:
         ts.append(time.monotonic() - t0)
         readings.append(sensors.read())
         procs.append(sample)
 
-    tick(Sample(0.0, 0, 0.0))  # before the load starts
+    tick(None)  # the sensors before the load starts (no child yet: no RSS, no CPU)
     argv = ["load", "--spec", json.dumps(v.spec()), "--threads", str(s.max_threads),
             "--duration", str(s.thermal_s), "--windows-file", str(runs.windows_file(v.window_s))]
     res = run_child(argv, s.max_threads, s.thermal_s + 300.0, interval_s=1.0, on_tick=tick)
@@ -95,7 +97,7 @@ def measure_thermal(variants: list[Variant], runs: Runs) -> dict[str, Any]:
         windows_run=q(res.result.get("windows"), "count"),
         time_to_throttle=q(t_throttle, "s", 1),
         throttle_method=how,
-        throttled=None if how == "no sensor" else t_throttle is not None,
+        throttled=None if how == NO_THROTTLE_SENSOR else t_throttle is not None,
         start_temp=q(known[0] if known else None, "°C", 1),
         max_temp=q(max(known) if known else None, "°C", 1),
         steady_temp=q(sum(third) / len(third) if third else None, "°C", 1),
@@ -105,8 +107,9 @@ def measure_thermal(variants: list[Variant], runs: Runs) -> dict[str, Any]:
             "t": series(ts, "s", 2),
             "temperature": series(temps, "°C", 2),
             "frequency": series(freqs, "MHz", 1),
-            "rss": series([p.rss_bytes / MIB if p.rss_bytes else None for p in procs], "MiB", 1),
-            "cpu": series([p.cpu_pct for p in procs], "% of one core", 1),
+            "rss": series([p.rss_bytes / MIB if p and p.rss_bytes else None for p in procs],
+                          "MiB", 1),
+            "cpu": series([p.cpu_pct if p else None for p in procs], "% of one core", 1),
             "throttle_flags": [None if r.throttle_flags is None else hex(r.throttle_flags)
                                for r in readings],
         },

@@ -32,7 +32,9 @@ def val(fig: Any) -> float | None:
     """The number inside a figure (or ``None`` when absent / not measured)."""
     if isinstance(fig, dict) and "value" in fig:
         v = fig["value"]
-        return None if v is None else float(v)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):  # a hand-edited report
+            return None
+        return float(v) if math.isfinite(v) else None
     return None
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks import REPO
 from benchmarks.options import DEFAULT_NAMES
 from edge_ser import WINDOW_S
-from edge_ser.errors import ConfigError
+from edge_ser.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,21 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "edge-ser" / "bench"
 
 
+def _calibration_fingerprint() -> str:
+    """What the export calibrates and checks on (``../shared/data`` when it is there, else the
+    bundled clips), so checkouts with and without the corpora never share a build."""
+    try:
+        from edge_ser_model.calibration import default_calibration_source, source_fingerprint
+    except ImportError:  # no model kit: nothing is built, the key only names a folder
+        return "<no model kit>"
+    return source_fingerprint(default_calibration_source())
+
+
 def export_code_hash() -> str:
-    """sha256 (12 hex digits) of the export code and the library versions it depends on."""
+    """sha256 (12 hex digits) of the export code, the library versions it depends on and the
+    calibration data it reads."""
     h = hashlib.sha256()
+    h.update(_calibration_fingerprint().encode())
     for rel in EXPORT_CODE:
         p = REPO / rel
         h.update(rel.encode())
@@ -85,7 +97,7 @@ def export_code_hash() -> str:
 
 def _torch_missing() -> str | None:
     if importlib.util.find_spec("torch") is None:
-        return "torch is not installed (pip install -e '.[train]')"
+        return "torch is not installed (bash scripts/setup train: the CPU-only wheel)"
     if importlib.util.find_spec("edge_ser_model") is None:
         return "edge_ser_model (the model kit) is not importable"
     return None
@@ -95,9 +107,14 @@ _BUILD_SCRIPT = (
     "import json, sys\n"
     "from pathlib import Path\n"
     "from edge_ser_model.export import export_distilhubert\n"
-    "r = export_distilhubert(Path(sys.argv[1]), random_init=True, timing_reps=0)\n"
+    "r = export_distilhubert(Path(sys.argv[1]), random_init=True, timing_reps=0,\n"
+    "                        n_check=int(sys.argv[2]))\n"
     "print('BENCH-RESULT ' + json.dumps(r, default=str))\n"
 )
+#: windows the export's int8-vs-fp32 agreement check runs: a full run's 100 take about a minute
+#: on 2 cores (fp32 and int8 each), so a quick run checks fewer. The models are the same
+#: (calibration does not change); only the agreement figure rests on fewer windows.
+CHECK_WINDOWS = {False: 100, True: 24}
 
 
 def _find_pair(folder: Path) -> tuple[Path | None, Path | None]:
@@ -107,8 +124,9 @@ def _find_pair(folder: Path) -> tuple[Path | None, Path | None]:
     return fp32, int8
 
 
-def build_distilhubert(cache_dir: Path) -> dict[str, Any]:
-    """fp32 and int8 DistilHuBERT (random init) under ``cache_dir/distilhubert-<hash>/``.
+def build_distilhubert(cache_dir: Path, n_check: int = CHECK_WINDOWS[False]) -> dict[str, Any]:
+    """fp32 and int8 DistilHuBERT (random init) under ``cache_dir/distilhubert-<hash>-<n>/``
+    (``n_check`` agreement windows; a quick and a full build are kept side by side).
 
     Returns ``{"fp32": Path|None, "int8": Path|None, "cached": bool, "build_s": float|None,
     "error": str|None, "dir": Path, "export": dict}``; builds in a child process when needed.
@@ -116,7 +134,8 @@ def build_distilhubert(cache_dir: Path) -> dict[str, Any]:
     missing = _torch_missing()
     if missing is None and importlib.util.find_spec("edge_ser_model.export") is None:
         missing = "edge_ser_model.export is not there yet"
-    folder = cache_dir / f"distilhubert-{export_code_hash()}"
+    code = export_code_hash()
+    folder = cache_dir / f"distilhubert-{code}-{n_check}"
     out: dict[str, Any] = {"fp32": None, "int8": None, "cached": False, "build_s": None,
                            "error": None, "dir": folder, "export": {}}
     marker = folder / "build.json"
@@ -136,7 +155,8 @@ def build_distilhubert(cache_dir: Path) -> dict[str, Any]:
     log.info("building DistilHuBERT ONNX (random init) into %s; cached afterwards", folder)
     t0 = time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, str(tmp)], cwd=str(REPO),
+        proc = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, str(tmp), str(n_check)],
+                              cwd=str(REPO),
                               env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
                               check=False)
     except subprocess.TimeoutExpired:
@@ -161,8 +181,8 @@ def build_distilhubert(cache_dir: Path) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp.rename(folder)
-    for old in cache_dir.glob("distilhubert-*"):  # builds of older export code: ~120 MB each
-        if old != folder and (old / "build.json").is_file():
+    for old in cache_dir.glob("distilhubert-*"):  # builds of other export code: ~120 MB each
+        if not old.name.startswith(f"distilhubert-{code}-") and (old / "build.json").is_file():
             shutil.rmtree(old, ignore_errors=True)
     fp32, int8 = _find_pair(folder)
     out.update(fp32=fp32, int8=int8, build_s=build_s, export=result)
@@ -188,9 +208,10 @@ def _custom(path: Path) -> Variant:
 
 
 def resolve_variants(
-    names: list[str] | None, cache_dir: Path
+    names: list[str] | None, cache_dir: Path, quick: bool = False
 ) -> tuple[list[Variant], dict[str, Any]]:
-    """The variants to measure (in order) and facts about the DistilHuBERT build."""
+    """The variants to measure (in order) and facts about the DistilHuBERT build (``quick``:
+    its agreement check on fewer windows, :data:`CHECK_WINDOWS`)."""
     wanted = list(names) if names else list(DEFAULT_NAMES)
     build: dict[str, Any] = {}
     out: list[Variant] = []
@@ -204,7 +225,7 @@ def resolve_variants(
             out.append(v)
         elif item in ("distilhubert-int8", "distilhubert-fp32"):
             if not build:
-                build = build_distilhubert(cache_dir)
+                build = build_distilhubert(cache_dir, CHECK_WINDOWS[quick])
             prec = item.rsplit("-", 1)[1]
             built: Path | None = build.get(prec)
             v = Variant(name=item, kind="onnx", family="distilhubert", precision=prec, path=built)
@@ -229,6 +250,14 @@ def check_model_name(item: str, option: str) -> None:
     if item.endswith(".onnx") or Path(item).exists():
         if not Path(item).is_file():
             raise ConfigError(f"{option}: no such model file {item}")
+        import onnxruntime as ort
+
+        from edge_ser.model import open_session
+
+        try:  # a file that does not load is misuse, refused before anything is measured
+            open_session(Path(item), ort.SessionOptions())
+        except ModelError as exc:
+            raise ConfigError(f"{option}: {exc}") from exc
         return
     raise ConfigError(f"{option}: unknown model {item!r} (a path to .onnx, or one of "
                       f"{', '.join(DEFAULT_NAMES)})")

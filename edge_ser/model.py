@@ -170,7 +170,8 @@ def _quiet_runtime() -> None:
     ort.set_default_logger_severity(3)
 
 
-def _open_session(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+def open_session(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+    """An onnxruntime session on ``path``, or a one-line ModelError naming the file and why."""
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:
@@ -191,7 +192,7 @@ def read_model_info(path: str | Path) -> ModelInfo:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 4  # errors reach the user as one-line ModelErrors
     p = Path(path)
-    return _info_from(p, _open_session(p, options))
+    return _info_from(p, open_session(p, options))
 
 
 def softmax(logits: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
@@ -219,7 +220,7 @@ class OnnxModel:
             options.add_session_config_entry("session.disable_prepacking", "1")
             release_large_buffers()
         self.path = Path(path)
-        self._session = _open_session(self.path, options)
+        self._session = open_session(self.path, options)
         self._info = _info_from(self.path, self._session)
         shape0 = self._session.get_inputs()[0].shape[0]
         self._batch_one = (isinstance(shape0, int) and shape0 == 1) or \

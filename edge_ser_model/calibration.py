@@ -25,6 +25,25 @@ from edge_ser.errors import ModelError
 from edge_ser.preprocess import prepare_window
 
 
+def default_calibration_source() -> Path:
+    """``../shared/data`` next to the checkout, else the bundled example clips."""
+    from edge_ser.config import REPO_ROOT
+
+    shared = REPO_ROOT.parent / "shared" / "data"
+    if (shared / "ravdess" / "manifest.csv").is_file():
+        return shared
+    return REPO_ROOT / "examples" / "clips"
+
+
+def source_fingerprint(source: Path) -> str:
+    """The calibration source's resolved path and every WAV / manifest under it by name and
+    size: what a cached export built from it depends on (stat only, no reading)."""
+    root = source.resolve()
+    entries = sorted(f"{p.relative_to(root)}:{p.stat().st_size}" for p in root.rglob("*")
+                     if p.suffix.lower() in (".wav", ".csv") and p.is_file())
+    return "\n".join([str(root), *entries])
+
+
 class _Windows(CalibrationDataReader):
     def __init__(self, windows: NDArray[np.float32]) -> None:
         self._it: Iterator[NDArray[np.float32]] = iter(windows)

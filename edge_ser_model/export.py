@@ -23,6 +23,7 @@ from edge_ser import LABELS, SAMPLE_RATE, WINDOW_S
 from edge_ser.errors import ModelError
 from edge_ser.model import batching_of
 from edge_ser.preprocess import DESCRIPTION
+from edge_ser_model.calibration import default_calibration_source as default_calibration_source
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +144,6 @@ def export_onnx(module: torch.nn.Module, path: str | Path, metadata: Mapping[str
     if not diff < 1e-2 * max(1.0, float(np.max(np.abs(expected)))):
         raise ModelError(f"{out}: ONNX logits differ from PyTorch by {diff:.3g}")
     return {"max_abs_diff_vs_torch": diff, "size_mb": out.stat().st_size / 1e6}
-
-
-def default_calibration_source() -> Path:
-    """``../shared/data`` next to the checkout, else the bundled example clips."""
-    from edge_ser.config import REPO_ROOT
-
-    shared = REPO_ROOT.parent / "shared" / "data"
-    if (shared / "ravdess" / "manifest.csv").is_file():
-        return shared
-    return REPO_ROOT / "examples" / "clips"
 
 
 def export_distilhubert(

@@ -25,6 +25,7 @@ from benchmarks.sensors import SysfsSensors
 from benchmarks.standin import build_standin
 from benchmarks.thermal import measure_thermal
 from benchmarks.variants import resolve_variants
+from edge_ser.errors import EdgeSerError
 from tests.conftest import REPO
 
 EDGE_SER = [sys.executable, "-m", "edge_ser"]
@@ -51,19 +52,19 @@ def quick_report(standins: tuple[Path, Path], tmp_path_factory: pytest.TempPathF
     return out
 
 
-def _floats_outside_figures(node: Any, path: str = "") -> list[str]:
-    """Paths of floats that are not inside a {"value", "unit"} or {"values", "unit"} figure."""
+def _numbers_outside_figures(node: Any, path: str = "") -> list[str]:
+    """Paths of numbers that are not inside a {"value", "unit"} or {"values", "unit"} figure."""
     bad: list[str] = []
     if isinstance(node, dict):
         if "unit" in node and ("value" in node or "values" in node):
             assert isinstance(node["unit"], str) and node["unit"], path
             return bad
         for k, v in node.items():
-            bad += _floats_outside_figures(v, f"{path}.{k}")
+            bad += _numbers_outside_figures(v, f"{path}.{k}")
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            bad += _floats_outside_figures(v, f"{path}[{i}]")
-    elif isinstance(node, float):
+            bad += _numbers_outside_figures(v, f"{path}[{i}]")
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
         bad.append(path)
     return bad
 
@@ -76,7 +77,7 @@ def test_quick_report_has_every_section_key_and_unit(quick_report: Path) -> None
         assert m[key], key
     assert m["logical_cores"]["unit"] == "count" and m["logical_cores"]["value"] >= 1
     assert m["ram_total"]["unit"] == "MiB" and m["ram_total"]["value"] > 0
-    assert _floats_outside_figures(r) == []
+    assert _numbers_outside_figures(r) == []
 
     lat = r["latency"]["models"]  # a missing model file is refused up front (misuse test)
     for name in ("tiny.int8", "tiny.fp32"):
@@ -166,6 +167,35 @@ def test_compare_lines_up_two_reports(quick_report: Path, tmp_path: Path) -> Non
     assert "B's machine was busy" in proc.stdout
 
 
+def test_compare_takes_a_hand_edited_report_and_refuses_another_major_version(
+        tmp_path: Path) -> None:
+    from benchmarks.compare import compare, load_report
+
+    a = {"schema": SCHEMA, "quick": True, "machine": {"cpu_model": "A"},
+         "latency": {"gemm": {"1": {"rate": {"value": 80.0, "unit": "GFLOP/s"}}},
+                     "models": {"m": {"flops_per_window": {"value": 2.8, "unit": "GFLOP"},
+                                      "threads": {"1": {"median": {"value": 20.0, "unit": "ms"}},
+                                                  "x": {"median": {"value": "fast"}}}},
+                                "odd": [1]}},
+         "ram": {"models": {"m": {"arena_on": {"peak": {"value": 90.0, "unit": "MiB"}}}}},
+         "targets": [{"target": "no id"}, {"id": "t", "target": "T", "pass": True,
+                                             "measured": {"value": 1.5, "unit": "x"}}, 7]}
+    b = json.loads(json.dumps(a))
+    b["latency"]["models"]["m"]["threads"]["1"]["median"]["value"] = 30.0
+    rows = {r["what"]: r for r in compare(a, b, "a", "b")["rows"]}
+    assert rows["m 1 thr latency median"]["b_over_a"]["value"] == 1.5
+    assert rows["m x thr latency median"]["b_over_a"]["value"] is None  # "fast" is no figure
+    assert rows["GEMM limit 1 thr"]["a"]["value"] == 80.0
+    assert rows["target: T"]["a"] == "pass (1.50 x)"
+    newer = tmp_path / "v2.json"
+    newer.write_text(json.dumps({**a, "schema": "edge-ser-bench/2"}), encoding="utf-8")
+    with pytest.raises(EdgeSerError, match="schema edge-ser-bench/1 expected"):
+        load_report(newer)
+    minor = tmp_path / "v1.1.json"
+    minor.write_text(json.dumps({**a, "schema": SCHEMA + ".1"}), encoding="utf-8")
+    assert load_report(minor)["machine"]["cpu_model"] == "A"
+
+
 def test_other_processes_cpu_is_measured_apart_from_ours() -> None:
     """Our own CPU (and a child we waited for) is not other work; a busy process we did not
     start as a measured child is."""
@@ -173,14 +203,26 @@ def test_other_processes_cpu_is_measured_apart_from_ours() -> None:
 
     from benchmarks.machine import OtherWork
 
-    work = OtherWork()
-    t0 = time.process_time()
-    while time.process_time() - t0 < 0.8:  # a core of our own
-        pass
-    subprocess.run([sys.executable, "-c", "import time; t=time.process_time()\n"
-                    "while time.process_time() - t < 0.5: pass"], check=True)
-    mine = work.cores()
-    assert mine["unit"] == "cores" and mine["value"] < 0.4, mine
+    def ours_counted() -> float:
+        """Other work while we (and a child) spin, minus other work while we sleep as long:
+        what the machine's other users add (CI runners are shared) cancels out."""
+        work = OtherWork()
+        t0, w0 = time.process_time(), time.monotonic()
+        while time.process_time() - t0 < 0.8:  # a core of our own
+            pass
+        subprocess.run([sys.executable, "-c", "import time; t=time.process_time()\n"
+                        "while time.process_time() - t < 0.5: pass"], check=True)
+        mine = work.cores()
+        assert mine["unit"] == "cores", mine
+        quiet = OtherWork()
+        time.sleep(time.monotonic() - w0)
+        return float(mine["value"]) - float(quiet.cores()["value"])
+
+    # three tries: a neighbour's burst in one window is not our CPU counted as theirs
+    counted: list[float] = []
+    while len(counted) < 3 and (not counted or counted[-1] >= 0.4):
+        counted.append(ours_counted())
+    assert counted[-1] < 0.4, counted
     work = OtherWork()
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
@@ -200,12 +242,27 @@ def test_bad_input_gives_one_line_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f"edge-ser bench: error: {bogus}: not an edge-ser benchmark "
                                    f"report (schema {SCHEMA} expected)")
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps({"schema": SCHEMA}), encoding="utf-8")
+    proc = subprocess.run([*EDGE_SER, "bench", "--compare", str(tiny), str(tiny), "--out",
+                           str(bogus)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"edge-ser bench: error: --out: {bogus} is a file, not a folder"
     proc = subprocess.run([*EDGE_SER, "bench", "--quick", "--out", str(tmp_path / "o"),
                            "--models", "no-such-model"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("edge-ser bench: error: --models: unknown model")
     assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # refused before the folder is made
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model at all")
+    proc = subprocess.run([*EDGE_SER, "bench", "--quick", "--out", str(tmp_path / "o"),
+                           "--models", str(junk)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"edge-ser bench: error: --models: {junk}: not a loadable ONNX "
+                                  "model (") and proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_flops_counted_from_the_graph(standins: tuple[Path, Path]) -> None:
@@ -255,6 +312,20 @@ def test_duty_verdict_is_unknown_when_a_figure_was_not_measured() -> None:
     untimed = {"latency": {"models": {"m": {"status": "ok", "window": q(8, "s"),
                                             "threads": {"1": {"p99": q(None, "ms")}}}}}}
     assert duty_verdicts(untimed, 400)[0]["verdict"] == "unknown"
+    # timed but RSS never measured (--skip ram): half the duty is unknown, so is the verdict
+    timed = {"latency": {"models": {"m": {"status": "ok", "window": q(8, "s"),
+                                          "threads": {"1": {"p99": q(24, "ms")}}}}}}
+    row = duty_verdicts(timed, 400)[0]
+    assert row["verdict"] == "unknown" and "RSS not measured" in row["reason"], row
+    timed["latency"]["models"]["m"]["threads"]["1"]["p99"] = q(9000, "ms")  # misses anyway
+    assert duty_verdicts(timed, 400)[0]["verdict"] == "does not fit"
+    # a thermal run with a temperature but nothing that tells throttling
+    thermal = {"thermal": {"status": "ok", "model": "m", "threads": q(1, "count"),
+                           "duration": q(3, "s"), "throttled": None,
+                           "steady_temp": q(59.0, "°C", 1)}}
+    row = duty_verdicts(thermal, 400)[-1]
+    assert row["verdict"] == "unknown" and "steady 59" in row["reason"], row
+    assert "no temperature" not in row["reason"]
 
 
 def test_lstm_flops_count_every_step(tmp_path: Path) -> None:
@@ -290,10 +361,15 @@ def test_thermal_reads_a_sysfs_tree(standins: tuple[Path, Path], tmp_path: Path)
     freq.mkdir(parents=True)
     (freq / "scaling_cur_freq").write_text("600000\n")
     (freq / "cpuinfo_max_freq").write_text("1500000\n")
-    sensors = SysfsSensors(tmp_path / "thermal", tmp_path / "cpu", tmp_path / "no-throttle")
+    sensors = SysfsSensors(tmp_path / "thermal", tmp_path / "cpu", tmp_path / "no-throttle",
+                           vcgencmd="")
     reading = sensors.read()
     assert reading.temp_c == 65.5 and reading.freq_mhz == [600.0]
     assert sensors.max_freq_mhz() == 1500.0
+    (freq / "base_frequency").write_text("1200000\n")  # intel_pstate: the sustained rating
+    assert SysfsSensors(tmp_path / "thermal", tmp_path / "cpu", tmp_path / "no-throttle",
+                        vcgencmd="").max_freq_mhz() == 1200.0
+    (freq / "base_frequency").unlink()
 
     settings = Settings(out=tmp_path / "out", quick=True, max_threads=1, thermal_s=3.0,
                         thermal_root=tmp_path / "thermal", cpu_root=tmp_path / "cpu")
@@ -304,6 +380,19 @@ def test_thermal_reads_a_sysfs_tree(standins: tuple[Path, Path], tmp_path: Path)
     assert "frequency below 90%" in th["throttle_method"]
     assert th["time_to_throttle"]["unit"] == "s" and th["time_to_throttle"]["value"] is not None
     assert th["throttled"] is True
+
+
+def test_throttle_flags_from_vcgencmd_when_present_else_sysfs(tmp_path: Path) -> None:
+    node = tmp_path / "get_throttled"
+    node.write_text("0\n")
+    fake = tmp_path / "vcgencmd"
+    fake.write_text("#!/bin/sh\necho throttled=0x6\n")
+    fake.chmod(0o755)
+    both = SysfsSensors(tmp_path / "thermal", tmp_path / "cpu", node, vcgencmd=str(fake))
+    assert both.read().throttle_flags == 0x6 and both.describe()["throttle"].endswith(
+        "vcgencmd get_throttled")
+    sysfs = SysfsSensors(tmp_path / "thermal", tmp_path / "cpu", node, vcgencmd="")
+    assert sysfs.read().throttle_flags == 0 and sysfs.describe()["throttle"] == str(node)
 
 
 @pytest.mark.broker
