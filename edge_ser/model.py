@@ -172,6 +172,8 @@ def _quiet_runtime() -> None:
 
 def open_session(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
     """An onnxruntime session on ``path``, or a one-line ModelError naming the file and why."""
+    if path.is_dir():
+        raise ModelError(f"{path}: a folder, not a model file")
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:

@@ -30,6 +30,7 @@ from edge_ser import SAMPLE_RATE
 from edge_ser.aggregate import EmotionResult, WindowScore, combine
 from edge_ser.audio import WavFile
 from edge_ser.config import Config
+from edge_ser.errors import ConfigError
 from edge_ser.model import EmotionModel, OnnxModel
 from edge_ser.preprocess import prepare_window
 from edge_ser.vad import SpeechAudio, SpeechEnd, SpeechStart, VadGate
@@ -42,7 +43,6 @@ MAX_BATCH = 8  # windows per model call at most (8 x 8 s of float32 audio = 4 Mi
 STAGES = ("vad", "window", "preprocess", "model", "aggregate")
 #: predict_clip feeds long clips in blocks of this many seconds (bounded memory).
 CLIP_BLOCK_S = 30.0
-_WARNED: set[tuple[float, float]] = set()  # (windows.length_s, model window) already warned
 
 
 @dataclass
@@ -60,6 +60,16 @@ class StageTiming:
 
     def to_dict(self) -> dict[str, float]:
         return {"count": self.count, "total_s": self.total_s, "last_s": self.last_s}
+
+
+def check_window_length(config: Config, model_window_s: float, model_name: str) -> None:
+    """ConfigError (at the YAML line) when ``windows.length_s`` is longer than the model's
+    window: the model would see only its first part, and the rest would be lost unheard."""
+    length = config.windows.length_s
+    if length > model_window_s + 1e-6:
+        raise ConfigError(
+            f"{config.where('windows.length_s')}: windows.length_s: {length:g} s is longer than "
+            f"the {model_window_s:g}-s window of model {model_name}; at most {model_window_s:g}")
 
 
 class EmotionPipeline:
@@ -80,13 +90,7 @@ class EmotionPipeline:
         self.gate = gate
         self.mode = config.aggregate.mode
         self.window_s = model.info.window_samples / SAMPLE_RATE
-        too_long = (config.windows.length_s, self.window_s)
-        if config.windows.length_s > self.window_s + 1e-6 and too_long not in _WARNED:
-            _WARNED.add(too_long)  # once per process, not once per classified file
-            log.warning(
-                "windows.length_s %.2f s exceeds the model's window %.2f s; windows are truncated",
-                config.windows.length_s, self.window_s,
-            )
+        check_window_length(config, self.window_s, model.info.name)
         self.vad = VadGate(config.vad)
         self.windower = Windower(config.windows)
         self.timings: dict[str, StageTiming] = {s: StageTiming() for s in STAGES}

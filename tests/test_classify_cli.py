@@ -149,9 +149,11 @@ def test_a_reader_that_goes_away_ends_commands_quietly_with_141(tmp_path: Path) 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
 def test_a_full_disk_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "file.yaml"  # a file source: passes whether or not PyAudio is installed
+    cfg.write_text(f"source:\n  type: file\n  path: {REPO / 'examples/voice-note.wav'}\n")
     with open("/dev/full", "w") as full:
         proc = subprocess.run(
-            [sys.executable, "-m", "edge_ser", "check-config", str(REPO / "config/edge-ser.yaml")],
+            [sys.executable, "-m", "edge_ser", "check-config", str(cfg)],
             stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, cwd=REPO,
         )
     assert proc.returncode == 2

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from edge_ser.cli import main
 from edge_ser.config import Config, load_config
 from edge_ser.errors import ConfigError
+from edge_ser.sources.devices import pyaudio_installed
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "edge-ser.yaml"
@@ -44,6 +45,10 @@ def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
          "must be below hard_c"),
         ("budgets:\n  memory:\n    rss_mb: -1\n", 3, "budgets.memory.rss_mb", "greater than 0"),
         ("source:\n  type: file\n", 2, "source.type", "needs source.path"),
+        ("source:\n  type: mic\n  path: x.wav\n", 3, "source.path",
+         "only read by source.type 'file', not 'mic'"),
+        ("source:\n  type: file\n  path: x.wav\n  device: USB\n", 4, "source.device",
+         "only read by source.type 'mic', not 'file'"),
         ("windows:\n  length_s: 4\n  hop_s: 6\n", 3, "windows.hop_s", "must not exceed"),
         ("mqtt:\n  reconnect_max_s: 5\n  reconnect_min_s: 9\n", 3, "mqtt.reconnect_min_s",
          "must not exceed mqtt.reconnect_max_s"),
@@ -185,6 +190,9 @@ def test_default_capture_block_is_several_whole_vad_frames() -> None:
     assert cfg.source.chunk_ms >= 3 * cfg.vad.frame_ms
 
 
+@pytest.mark.skipif(not pyaudio_installed(), reason="the example config's source is the mic: "
+                    "needs PyAudio (bash scripts/setup mic; scripts/test installs it where "
+                    "portaudio19-dev is)")
 def test_example_passes_check_config(shipped_model: Path) -> None:
     proc = _check_config(EXAMPLE)
     assert proc.returncode == 0, proc.stderr
@@ -220,6 +228,30 @@ def test_check_config_refuses_missing_files(
         assert main(["check-config", str(_write(tmp_path, text))]) == 2
         err = capsys.readouterr().err.strip()
         assert want in err and ("not a readable WAV" in err or "is empty" in err), err
+    # the model loaded and checked against the contract, as the daemon does before it runs
+    (tmp_path / "corrupt.onnx").write_bytes(bytes(range(256)) * 40)  # a broken download
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "other",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph), tmp_path / "other.onnx")  # loads, another contract
+    for name, want in [("corrupt.onnx", "not a loadable ONNX model ("),
+                       ("other.onnx", "other.onnx: ")]:
+        assert main(["check-config", str(_write(tmp_path, f"model:\n  path: {name}\n"))]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and ":2: model.path: " in err and want in err, err
+    # an empty path resolves to the config's folder: say "folder", not "no such file"
+    assert main(["check-config", str(_write(tmp_path, "model:\n  path: ''\n"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert ":2: model.path: " in err and "is a folder, not a file" in err, err
+    # a window longer than the model's: the model would hear only its first 8 s
+    long = _write(tmp_path, f"model:\n  path: {tiny_model}\nwindows:\n  length_s: 10\n"
+                            "  hop_s: 10\n")
+    assert main(["check-config", str(long)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{long}:4: windows.length_s: 10 s is longer than the 8-s window of model" in err, err
     # loaded as the daemon would: a CA file that is no certificate is refused at its line
     (tmp_path / "ca.pem").write_text("not a certificate\n")
     bad_ca = _write(tmp_path, f"model:\n  path: {tiny_model}\nmqtt:\n  host: localhost\n"
@@ -227,6 +259,21 @@ def test_check_config_refuses_missing_files(
     assert main(["check-config", str(bad_ca)]) == 2
     err = capsys.readouterr().err
     assert f"{bad_ca}:5: mqtt.tls: cannot load the certificates or key" in err
+
+
+def test_check_config_refuses_a_mic_without_pyaudio(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import edge_ser.sources.devices as devices
+
+    cfg = _write(tmp_path, f"source:\n  type: mic\nmodel:\n  path: {tiny_model}\n")
+    monkeypatch.setattr(devices, "pyaudio_installed", lambda: False)
+    assert main(["check-config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{cfg}:2: source.type: mic, but PyAudio is not installed" in err, err
+    monkeypatch.setattr(devices, "pyaudio_installed", lambda: True)
+    assert main(["check-config", str(cfg)]) == 0
 
 
 def test_relative_password_file_is_found_beside_the_config(

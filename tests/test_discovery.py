@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_ser import __version__
+from edge_ser import LABELS, __version__
 from edge_ser.config import MqttConfig
 from edge_ser.publish import discovery
 from edge_ser.publish.discovery import SENSORS, Announcer, discovery_messages, parse_ha_status
 from edge_ser.publish.mqtt import MqttSink
 from edge_ser.publish.sink import STATE_KEYS, Topics
+from tests.conftest import REPO
 from tests.fixtures_broker import Broker, Subscriber
 
+VOICE_NOTE = REPO / "examples" / "voice-note.wav"
+CLIPS = REPO / "examples" / "clips"
+
 DEV = "hall"
-CONFIG_TOPICS = [f"homeassistant/sensor/{DEV}/{s.object_id}/config" for s in SENSORS]
+EVENT_TOPIC = f"homeassistant/event/{DEV}/utterance/config"
+CONFIG_TOPICS = [f"homeassistant/sensor/{DEV}/{s.object_id}/config" for s in SENSORS] + [
+    EVENT_TOPIC]
 STATS_KEYS = {"windows_run", "windows_dropped", "latency_p95_ms", "rss_mb", "cpu_percent",
               "temperature_c", "throttle", "events_dropped"}
 
@@ -46,11 +55,36 @@ def test_every_sensor_has_a_retained_config_shape() -> None:
                           "sw_version": __version__}
     for c in configs.values():
         assert c["availability_topic"] == f"edge-ser/{DEV}/availability"
-        assert c["state_topic"] in (f"edge-ser/{DEV}/state", f"edge-ser/{DEV}/stats")
+        assert c["state_topic"] in (f"edge-ser/{DEV}/state", f"edge-ser/{DEV}/stats",
+                                    f"edge-ser/{DEV}/emotion")
+
+
+def test_utterance_event_renders_every_real_event_for_home_assistant(tmp_path: Path) -> None:
+    """The event entity's template turns each emotion message (as the daemon publishes it)
+    into the JSON Home Assistant's MQTT event wants: an ``event_type`` of its list, plus
+    attributes. Rendered with Jinja2, the template engine Home Assistant uses."""
+    jinja2 = pytest.importorskip("jinja2")
+    event = _configs()[EVENT_TOPIC]
+    assert event["state_topic"] == f"edge-ser/{DEV}/emotion"
+    assert event["event_types"] == list(LABELS)
+    template = jinja2.Environment().from_string(str(event["value_template"]))
+    proc = subprocess.run([sys.executable, "-m", "edge_ser", "classify", "--format", "jsonl",
+                           str(VOICE_NOTE), *sorted(map(str, CLIPS.glob("*.wav")))[:3]],
+                          capture_output=True, text=True, timeout=120, check=True)
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 4
+    for row in rows:
+        row.pop("file")
+        rendered = json.loads(template.render(value_json=row))
+        assert rendered["event_type"] == row["emotion"] and rendered["event_type"] in LABELS
+        assert rendered["confidence"] == row["confidence"]
+        assert set(rendered) == {"event_type", "confidence", "arousal", "valence", "speech_s"}
 
 
 def test_value_templates_read_documented_keys() -> None:
     for topic, c in _configs().items():
+        if topic == EVENT_TOPIC:  # a JSON template over the emotion topic: tested above
+            continue
         key = str(c["value_template"]).removeprefix("{{ value_json.").removesuffix(" }}")
         if str(c["state_topic"]).endswith("/state"):
             assert key in STATE_KEYS, topic
@@ -127,11 +161,12 @@ def test_configs_retained_and_republished_when_ha_comes_online(
     broker: Broker, make_subscriber: Callable[..., Subscriber], sink: MqttSink,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    first = make_subscriber(broker, ["homeassistant/sensor/#"])
+    first = make_subscriber(broker, ["homeassistant/sensor/#", "homeassistant/event/#"])
     sink.start(wait_s=5)
     for topic in CONFIG_TOPICS:
         first.wait_for(topic)
-    late = make_subscriber(broker, ["homeassistant/sensor/#"])  # gets the retained copies
+    # joins after: gets the retained copies
+    late = make_subscriber(broker, ["homeassistant/sensor/#", "homeassistant/event/#"])
     for topic in CONFIG_TOPICS:
         (msg,) = late.wait_for(topic)
         assert msg.retain and msg.json()["device"]["model"] == "m-int8"
@@ -153,7 +188,7 @@ def test_retained_ha_online_does_not_publish_the_configs_twice(
     """Home Assistant retains its birth message, so every subscribe delivers an old "online":
     that is no news, the connect has just published the configs."""
     _say(broker, "homeassistant/status", b"online", retain=True)
-    first = make_subscriber(broker, ["homeassistant/sensor/#"])
+    first = make_subscriber(broker, ["homeassistant/sensor/#", "homeassistant/event/#"])
     sink.start(wait_s=5)
     for topic in CONFIG_TOPICS:
         first.wait_for(topic)
@@ -176,3 +211,23 @@ def test_discovery_off_publishes_no_configs(
         assert not [t for t in subscriber.all_topics() if t.startswith("homeassistant/")]
     finally:
         s.stop()
+
+
+def test_mood_expiry_reaches_the_mood_sensors_only() -> None:
+    topics = Topics.of(MqttConfig.model_validate({"host": "x"}), DEV)
+    assert all("expire_after" not in json.loads(p) for _, p in
+               discovery_messages(topics, "homeassistant", DEV, "m"))
+    configs = {t.split("/")[3]: json.loads(p) for t, p in
+               discovery_messages(topics, "homeassistant", DEV, "m", mood_expire_s=900)}
+    expiring = {k for k, c in configs.items() if c.get("expire_after") == 900}
+    assert expiring == {"emotion", "arousal", "valence"}
+    with pytest.raises(ValueError, match="mood_expire_s"):
+        MqttConfig.model_validate({"host": "x", "mood_expire_s": 0})
+
+
+def test_docs_withdrawal_loop_names_every_config() -> None:
+    """docs/mqtt.md's "withdraw the device" commands clear every retained config we publish."""
+    text = (REPO / "docs" / "mqtt.md").read_text(encoding="utf-8")
+    loop = text[text.index("for obj in "):text.index("; do", text.index("for obj in "))]
+    assert loop.replace("\\\n", " ").split()[3:] == [s.object_id for s in SENSORS]
+    assert "homeassistant/event/<id>/utterance/config" in text

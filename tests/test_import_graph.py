@@ -71,18 +71,22 @@ def test_daemon_on_16khz_input_does_not_load_scipy() -> None:
 CLI_SCRIPT = r"""
 import contextlib, io, json, sys
 before = list(sys.path)
-from edge_ser.cli import main
+from edge_ser.cli import build_parser, main
+build_parser()
+parser_ort = "onnxruntime" in sys.modules
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
     rc = main(["check-config", sys.argv[1]])
 print(json.dumps({"rc": rc, "out": out.getvalue(), "path_changed": sys.path != before,
+                  "parser_onnxruntime": parser_ort,
                   "onnxruntime": "onnxruntime" in sys.modules}))
 """
 
 
-def test_cli_commands_that_run_no_model_do_not_load_onnxruntime(tmp_path: Path) -> None:
-    """Building the parser (every command) and check-config load neither onnxruntime nor touch
-    sys.path (the bench command reads its options by file path)."""
+def test_cli_parser_does_not_load_onnxruntime(tmp_path: Path) -> None:
+    """Building the parser (every command: --help, a typo) loads no onnxruntime and leaves
+    sys.path alone (the bench command reads its options by file path); check-config loads it,
+    because it checks the model the way the daemon does."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"model:\n  path: {REPO / 'models' / 'edge-ser-compact.int8.onnx'}\n")
     proc = subprocess.run(
@@ -91,4 +95,5 @@ def test_cli_commands_that_run_no_model_do_not_load_onnxruntime(tmp_path: Path) 
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report == {"rc": 0, "out": "ok\n", "path_changed": False, "onnxruntime": False}
+    assert report == {"rc": 0, "out": "ok\n", "path_changed": False,
+                      "parser_onnxruntime": False, "onnxruntime": True}

@@ -168,6 +168,20 @@ def test_plain_mqtt_to_a_tls_port_says_so(
     assert lines and lines[0].levelno == logging.WARNING and "mqtt.tls" in lines[0].getMessage()
 
 
+def test_tls_to_a_plain_port_says_so(
+    broker: Broker, tls_broker: Broker, sinks: list[MqttSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reverse mistake: mqtt.tls set against a plain broker read 'unreachable: Connection
+    reset by peer', with nothing about TLS."""
+    caplog.set_level(logging.INFO, logger="edge_ser")
+    tls = TlsConfig.model_validate({"ca": tls_broker.pki.ca})
+    sink = _sink(sinks, broker, tls=tls)
+    sink.start(wait_s=2)  # retried: a broker restarting also resets connections
+    assert not sink.connected
+    lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert lines and "mqtt.tls is set, does that port speak TLS" in lines[0], lines
+
+
 def test_right_password_connects(
     password_broker: Broker, make_subscriber: Callable[..., Subscriber], sinks: list[MqttSink]
 ) -> None:

@@ -3,8 +3,9 @@
 Prints ``ok`` and exits 0, or prints the one-line error (file, line, key) and exits 2. Checks
 what the daemon cannot run with (``voice_note`` pooling of a source that never ends), that the
 model file and the WAV file of a ``file`` source exist and can be read (the WAV's header too),
-and loads the MQTT password file and the TLS files as the daemon would; onnxruntime is never
-loaded.
+that the model loads in onnxruntime and follows the model contract (input, output, labels,
+window: :func:`edge_ser.model.read_model_info`, the daemon's own check), and loads the MQTT
+password file and the TLS files as the daemon would.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def _need_file(path: Path | None, key: str, cfg: Config) -> None:
     """``path`` exists, is a file, this user can read it, and it is not empty."""
     if path is None:
         return
+    if path.is_dir():  # also what an empty value ("") resolves to: the config's folder
+        raise ConfigError(f"{cfg.where(key)}: {key}: {path} is a folder, not a file")
     if not path.is_file():
         raise ConfigError(f"{cfg.where(key)}: {key}: no such file {path}")
     try:
@@ -43,6 +46,22 @@ def check_files(cfg: Config) -> None:
     cannot be read, or (the WAV of a file source, the broker's password and TLS files) that the
     daemon could not load."""
     _need_file(cfg.model.path, "model.path", cfg)
+    from edge_ser.errors import ModelError
+    from edge_ser.model import read_model_info
+
+    try:  # a corrupt download or a model of another contract, before systemctl enable
+        info = read_model_info(cfg.model.path)
+    except ModelError as exc:
+        raise ConfigError(f"{cfg.where('model.path')}: model.path: {exc}") from exc
+    from edge_ser import SAMPLE_RATE
+    from edge_ser.pipeline import check_window_length
+
+    check_window_length(cfg, info.window_samples / SAMPLE_RATE, info.name)
+    if cfg.source.type == "mic":  # the device itself is not opened: see `edge-ser devices`
+        from edge_ser.sources.devices import NO_PYAUDIO, pyaudio_installed
+
+        if not pyaudio_installed():
+            raise ConfigError(f"{cfg.where('source.type')}: source.type: mic, but {NO_PYAUDIO}")
     if cfg.source.type == "file":
         _need_file(cfg.source.path, "source.path", cfg)
         from edge_ser.audio import WavFile

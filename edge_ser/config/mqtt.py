@@ -62,6 +62,12 @@ class MqttConfig(_Strict):
         "homeassistant", pattern=r"^[^#+\s\x00-\x1f\x7f]+$",
         description="Home Assistant discovery prefix (no MQTT wildcards).",
     )
+    mood_expire_s: int | None = Field(
+        None, ge=1, le=7 * 86400,
+        description="Home Assistant: whole seconds after the last event when the mood sensors "
+        "(emotion, arousal, valence) turn 'unavailable' (discovery expire_after); null = they "
+        "keep the last mood until the next event.",
+    )
     stats_interval_s: float = Field(60.0, gt=0, description="Period of the stats topic, seconds.")
     connect_wait_s: float = Field(
         10.0, ge=0, le=3600,

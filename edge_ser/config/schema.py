@@ -66,6 +66,12 @@ class SourceConfig(_Strict):
     def _file_needs_path(self) -> SourceConfig:
         if self.type == "file" and self.path is None:
             raise ValueError("source.type 'file' needs source.path")
+        if self.type != "file" and self.path is not None:  # it would be ignored, silently
+            raise ValueError(f"source.path is only read by source.type 'file', not "
+                             f"'{self.type}' (set type: file, or path: null)")
+        if self.type != "mic" and self.device is not None:
+            raise ValueError(f"source.device is only read by source.type 'mic', not "
+                             f"'{self.type}' (set type: mic, or device: null)")
         if self.reopen_min_s > self.reopen_max_s:
             raise ValueError("source.reopen_min_s must not exceed source.reopen_max_s")
         if self.queue_s * 1000 < 2 * self.chunk_ms:  # a smaller queue cuts every chunk
@@ -112,7 +118,8 @@ class VadConfig(_Strict):
 
 
 class WindowConfig(_Strict):
-    length_s: float = Field(8.0, ge=1, le=30, description="Analysis window length in seconds.")
+    length_s: float = Field(8.0, ge=1, le=30, description="Analysis window length in seconds "
+                            "(at most the model's window).")
     hop_s: float = Field(
         8.0, ge=0.5, le=30, description="Step between window starts in seconds (<= length_s)."
     )

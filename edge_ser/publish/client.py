@@ -55,14 +55,19 @@ def refused(broker: str, reason: ReasonCode) -> tuple[str, bool]:
     return f"mqtt broker {broker} refused the connection: {reason}", reason.value in FATAL_REASONS
 
 
-def connect_failed(broker: str, exc: OSError | None) -> tuple[str, bool]:
-    """The TCP connect or the TLS handshake raised ``exc``."""
+def connect_failed(broker: str, exc: OSError | None, tls: bool = False) -> tuple[str, bool]:
+    """The TCP connect or the TLS handshake (``tls``: mqtt.tls is set) raised ``exc``."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"mqtt broker {broker}: TLS certificate check failed ({exc.verify_message}); "
                 "check mqtt.tls.ca", True)
     if isinstance(exc, ssl.SSLError):
         return f"mqtt broker {broker}: TLS handshake failed ({exc.reason or exc})", True
     why = (exc.strerror or str(exc)) if exc is not None else "connection failed"
+    if tls and isinstance(exc, (ConnectionResetError, ConnectionAbortedError)):
+        # a plain-MQTT port answers a TLS ClientHello by closing: the reverse of the hint in
+        # dropped_before_connack
+        why += (" during the TLS handshake: mqtt.tls is set, does that port speak TLS "
+                "(usually 8883; 1883 is plain MQTT)?")
     return f"mqtt broker {broker} unreachable: {why}; retrying with backoff", False
 
 

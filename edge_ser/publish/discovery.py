@@ -1,6 +1,8 @@
 """Home Assistant MQTT discovery: one retained config per sensor, grouped as one device.
 
-Config topics: ``<discovery_prefix>/sensor/<device_id>/<object_id>/config``. The emotion sensor
+Config topics: ``<discovery_prefix>/sensor/<device_id>/<object_id>/config``, and one ``event``
+entity (``<discovery_prefix>/event/<device_id>/utterance/config``) fed by the ``emotion`` topic:
+an event per utterance, for automations. The emotion sensor
 reads ``emotion`` from the retained ``state`` topic and takes the whole state payload (scores,
 confidence, arousal, valence, times) as attributes; arousal and valence come from the same
 topic; the health sensors read the ``stats`` topic. Every config carries the availability
@@ -18,7 +20,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from edge_ser import __version__
+from edge_ser import LABELS, __version__
 from edge_ser.publish.sink import Topics, to_json
 
 log = logging.getLogger(__name__)
@@ -75,14 +77,29 @@ def device_block(device_id: str, model_name: str) -> dict[str, Any]:
     }
 
 
-def config_topic(discovery_prefix: str, device_id: str, object_id: str) -> str:
-    return f"{discovery_prefix}/sensor/{device_id}/{object_id}/config"
+def config_topic(discovery_prefix: str, device_id: str, object_id: str,
+                 component: str = "sensor") -> str:
+    return f"{discovery_prefix}/{component}/{device_id}/{object_id}/config"
+
+
+#: The ``event`` entity's object id: one Home Assistant event per ``emotion`` message, so an
+#: automation fires on every utterance (the emotion sensor's value does not change between
+#: two angry ones, and the retained ``state`` keeps only the newest of a quick succession).
+UTTERANCE = "utterance"
+#: Renders an ``emotion`` payload as the JSON Home Assistant's MQTT event wants: ``event_type``
+#: (the label) plus attributes. Every key read here is in every event (docs/mqtt.md).
+UTTERANCE_TEMPLATE = ('{"event_type": "{{ value_json.emotion }}", '
+                      '"confidence": {{ value_json.confidence }}, '
+                      '"arousal": {{ value_json.arousal }}, "valence": {{ value_json.valence }}, '
+                      '"speech_s": {{ value_json.speech_s }}}')
 
 
 def discovery_messages(
-    topics: Topics, discovery_prefix: str, device_id: str, model_name: str
+    topics: Topics, discovery_prefix: str, device_id: str, model_name: str,
+    mood_expire_s: int | None = None,
 ) -> list[tuple[str, str]]:
-    """``(config topic, JSON payload)`` for every sensor, to publish retained."""
+    """``(config topic, JSON payload)`` for every sensor and the event entity, to publish
+    retained; ``mood_expire_s`` becomes the mood sensors' ``expire_after``."""
     device = device_block(device_id, model_name)
     out: list[tuple[str, str]] = []
     for s in SENSORS:
@@ -101,7 +118,23 @@ def discovery_messages(
         }
         if s.object_id == "emotion":
             cfg["json_attributes_topic"] = topics.state
+        if s.source == "state" and mood_expire_s is not None:
+            cfg["expire_after"] = mood_expire_s
         out.append((config_topic(discovery_prefix, device_id, s.object_id), to_json(cfg)))
+    event: dict[str, Any] = {
+        "name": "Utterance",
+        "unique_id": f"edge_ser_{device_id}_{UTTERANCE}",
+        "state_topic": topics.emotion,
+        "event_types": list(LABELS),
+        "value_template": UTTERANCE_TEMPLATE,
+        "availability_topic": topics.availability,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+        "origin": {"name": "edge-ser", "sw_version": __version__},
+        "icon": "mdi:account-voice",
+    }
+    out.append((config_topic(discovery_prefix, device_id, UTTERANCE, "event"), to_json(event)))
     return out
 
 

@@ -56,7 +56,8 @@ class MqttSink:
         self._outbox = Outbox(cfg.buffer_events)
         self.undelivered = 0  # events still in the outbox when stop() gave up
         self._announcer = Announcer(
-            discovery_messages(self.topics, cfg.discovery_prefix, device_id, model_name),
+            discovery_messages(self.topics, cfg.discovery_prefix, device_id, model_name,
+                               mood_expire_s=cfg.mood_expire_s),
             self.topics.ha_status,
         ) if cfg.discovery else None
         self._cond = threading.Condition()
@@ -217,7 +218,8 @@ class MqttSink:
             self._announcer.on_connect(client)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        self._problem(*connect_failed(self.broker, self._client.last_error))
+        self._problem(*connect_failed(self.broker, self._client.last_error,
+                                      tls=self._cfg.tls is not None))
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Any) -> None:

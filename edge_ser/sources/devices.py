@@ -92,6 +92,16 @@ def _mute_audio_libraries() -> None:
         _MUTED.append(jack_cb)
 
 
+NO_PYAUDIO = "PyAudio is not installed: pip install 'edge-ser[mic]' (needs portaudio19-dev)"
+
+
+def pyaudio_installed() -> bool:
+    """Whether ``import pyaudio`` would find it (without importing it, nor PortAudio)."""
+    import importlib.util
+
+    return importlib.util.find_spec("pyaudio") is not None
+
+
 def pyaudio_backend(quiet: bool = False) -> AudioBackend:
     """A real ``pyaudio.PyAudio()``; :class:`AudioError` with the fix when it is missing.
 
@@ -101,9 +111,7 @@ def pyaudio_backend(quiet: bool = False) -> AudioBackend:
     try:
         import pyaudio
     except ImportError as exc:
-        raise AudioError(
-            "PyAudio is not installed: pip install 'edge-ser[mic]' (needs portaudio19-dev)"
-        ) from exc
+        raise AudioError(NO_PYAUDIO) from exc
     _mute_audio_libraries()
     with _quiet_stderr() if quiet else contextlib.nullcontext():
         backend: AudioBackend = pyaudio.PyAudio()
