@@ -3,10 +3,10 @@
 The daemon (the shipped int8 model, one thread) plays examples/voice-note.wav in a loop as fast
 as it can and publishes to a real mosquitto on 127.0.0.1, where a subscriber counts the events.
 Every window goes through the whole pipeline (VAD, windows, model, aggregation, MQTT), at about
-180-190x real time on the development VM, so the default 10 minutes are over a day of speech. Every
-``--every`` seconds: the daemon's RSS, USS, open file descriptors and threads, and the audio it
-has processed (``stream_s`` of its stats topic). The verdict compares the end of the run (median
-of its last 10 %) with the end of the warm-up (median of 20-30 % into the run).
+180-190x real time on the development VM, so the default 10 minutes are over a day of speech.
+Every 5 seconds (1 with ``--quick``): the daemon's RSS, USS, open file descriptors and threads,
+and the audio it has processed (``stream_s`` of its stats topic). The verdict compares the end
+of the run (median of its last 10 %) with the end of the warm-up (median of 20-30 % into it).
 
 ``python -m benchmarks.soak [--quick] [--minutes M] [--out DIR]`` writes soak.json (every figure
 with its unit) and soak.md; ``--quick`` (20 s) is what the test command runs.

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "logits"
 REQUIRED_KEYS = ("labels", "sample_rate", "window_s", "preprocessing", "encoder")
+#: metadata ``encoder_weights`` of an export built with ``--random-init`` (benchmarks, tests)
+RANDOM_WEIGHTS = "random weights"
 #: optional ``batching`` metadata: ``per-window`` makes every window a call of its own, for a
 #: graph whose scores depend on batch mates (dynamic int8 scales span the whole batch)
 BATCHING = ("independent", "per-window")
@@ -134,6 +136,9 @@ def _info_from(path: Path, session: ort.InferenceSession) -> ModelInfo:
         except json.JSONDecodeError:
             log.warning("%s: metadata 'evaluation' is not valid JSON; kept as text", path)
     batching = batching_of(path, meta)
+    if meta.get("encoder_weights", "").strip() == RANDOM_WEIGHTS:
+        log.warning("%s: its encoder has random weights (a benchmark stand-in, exported with "
+                    "--random-init): its emotions mean nothing", path)
     samples = inp.shape[1] if isinstance(inp.shape[1], int) and inp.shape[1] > 0 else None
     return ModelInfo(
         path=path,

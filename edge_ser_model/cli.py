@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edge_ser.errors import EdgeSerError
@@ -28,6 +28,40 @@ DEFAULT_DATA = Path("../shared/data")
 DEFAULT_CACHE = Path(".cache/edge-ser-model")
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("needs at least one seed")
+    return seeds
+
+
+def check_out_dir(out: Path, option: str = "--out") -> None:
+    """``out`` is a folder or can be made: checked before minutes of work, not after."""
+    if out.exists() and not out.is_dir():
+        raise EdgeSerError(f"{option}: {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeSerError(f"{option}: cannot create {out} ({exc.strerror or exc})") from exc
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpora root (manifest.csv)")
     p.add_argument("--corpora", default="ravdess,urdu", help="comma-separated corpus folders")
@@ -35,7 +69,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="RAVDESS calm: drop it (default) or merge it into neutral")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
     p.add_argument("--copies", type=int, default=4, help="augmented copies per clip")
-    p.add_argument("--seeds", default="0,1,2,3,4,5", help="ensemble member seeds")
+    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4, 5],
+                   help="ensemble member seeds, comma-separated (default 0,1,2,3,4,5)")
     p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--patience", type=int, default=0,
                    help="early-stopping patience in epochs on a speaker-disjoint validation "
@@ -46,7 +81,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--no-pitch", action="store_true", help="leave out the SHS pitch features")
     p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--threads", type=_at_least(1), default=1,
+                   help="torch threads (default 1: two were 40x slower with another process "
+                   "busy on a 2-core machine; 2 helps only on an idle one)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N clips (tests)")
     p.add_argument("--no-voice", action="store_true",
                    help="leave out the pretrained voice branch (encoders/voice.py)")
@@ -71,9 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--name", default="edge-ser-compact")
     tr.add_argument("--evaluation", type=Path, default=None,
                     help="cv_report.json whose summary goes into the model metadata")
+    tr.add_argument("--license", default=None, metavar="TEXT",
+                    help="licence of the weights for the metadata (default: inherited from "
+                    "ravdess / urdu; needed for any other corpus)")
     ev = sub.add_parser("evaluate", help="speaker-independent k-fold CV vs eGeMAPS baseline")
     _common(ev)
-    ev.add_argument("--folds", type=int, default=5)
+    ev.add_argument("--folds", type=_at_least(2), default=5)
     ev.add_argument("--fold-seed", type=int, default=0)
     ev.add_argument("--out", type=Path, default=Path("models/eval"))
     ev.add_argument("--no-baseline", action="store_true")
@@ -127,9 +167,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from edge_ser_model.data import speaker_folds
     from edge_ser_model.evaluate import cross_validate, run_baselines, write_report
 
+    check_out_dir(args.out)
     clips, feats, voice = _load(args)
     folds = speaker_folds(clips, args.folds, args.fold_seed)  # type: ignore[arg-type]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     cfg = _train_config(args)
     probs = cross_validate(clips, feats, folds, cfg, seeds, voice)  # type: ignore[arg-type]
     preds = {name: [p.argmax(1) for p in fold_probs] for name, fold_probs in probs.items()}
@@ -152,17 +193,33 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from edge_ser_model.ship import train_and_ship
+    from edge_ser_model.ship import license_of, train_and_ship
 
+    check_out_dir(args.out)
+    evaluation = _evaluation(args.evaluation) if args.evaluation else None
+    licence = license_of([c for c in args.corpora.split(",") if c], args.license)
     clips, feats, voice = _load(args)
-    evaluation = json.loads(args.evaluation.read_text()) if args.evaluation else None
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     paths = train_and_ship(clips, feats, _train_config(args), seeds, args.out,  # type: ignore[arg-type]
                            args.name, evaluation, args.calm, pitch=not args.no_pitch,
-                           voice=voice)  # type: ignore[arg-type]
+                           voice=voice, license=licence)  # type: ignore[arg-type]
     for p in paths:
         print(f"wrote {p}")
     return 0
+
+
+def _evaluation(path: Path) -> dict[str, object]:
+    """The ``--evaluation`` cv_report.json, read before any training."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EdgeSerError(f"--evaluation: cannot read {path} ({exc.strerror or exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgeSerError(f"--evaluation: {path} is not JSON ({exc})") from exc
+    if not isinstance(data, dict) or "systems" not in data:
+        raise EdgeSerError(f"--evaluation: {path} is not a cv_report.json of "
+                           "edge-ser-model evaluate (no 'systems')")
+    return data
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,7 +44,10 @@ def read_manifest(corpus_dir: Path, calm: str = "drop") -> list[Clip]:
         raise ConfigError(f"calm: must be one of {', '.join(CALM_MODES)}, not {calm!r}")
     manifest = corpus_dir / "manifest.csv"
     if not manifest.is_file():
-        raise ConfigError(f"{manifest}: no such manifest")
+        hint = ("" if corpus_dir.parent.is_dir() else
+                f" ({corpus_dir.parent} does not exist: point --data at the corpora, e.g. "
+                "--data ../shared/data)")
+        raise ConfigError(f"{manifest}: no such manifest{hint}")
     clips: list[Clip] = []
     with manifest.open(newline="") as fh:
         reader = csv.DictReader(fh)
@@ -52,6 +55,10 @@ def read_manifest(corpus_dir: Path, calm: str = "drop") -> list[Clip]:
         if missing:
             raise ConfigError(f"{manifest}: missing column(s) {', '.join(missing)}")
         for lineno, row in enumerate(reader, start=2):
+            empty = [c for c in MANIFEST_COLUMNS if not (row.get(c) or "").strip()]
+            if empty:  # a short row leaves its last columns None
+                raise ConfigError(f"{manifest}:{lineno}: {', '.join(empty)}: empty or missing "
+                                  f"(each row needs {', '.join(MANIFEST_COLUMNS)})")
             emotion = row["emotion"].strip()
             if emotion == "calm":
                 if calm == "drop":

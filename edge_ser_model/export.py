@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from edge_ser import LABELS, SAMPLE_RATE, WINDOW_S
 from edge_ser.errors import ModelError
-from edge_ser.model import batching_of
+from edge_ser.model import RANDOM_WEIGHTS, batching_of
 from edge_ser.preprocess import DESCRIPTION
 from edge_ser_model.calibration import default_calibration_source as default_calibration_source
 
@@ -188,7 +188,7 @@ def export_distilhubert(
             emb = torch.cat([model.embed(torch.from_numpy(calib[i:i + 8]))
                              for i in range(0, min(len(calib), 32), 8)])
         model.init_head_from_data(emb)
-    kind = "random weights" if weights_dir is None else "ntu-spml/distilhubert"
+    kind = RANDOM_WEIGHTS if weights_dir is None else "ntu-spml/distilhubert"
     meta = base_metadata("distilhubert", "edge-ser-distilhubert-fp32", window_s,
                          encoder_weights=kind,
                          training_data="none (head not trained)" if checkpoint is None
@@ -221,7 +221,9 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ModelError(f"{path}: not a state dict")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    from edge_ser_model.encoders.distilhubert import load_state
+
+    missing, unexpected = load_state(model, state, Path(path))
     head_missing = [k for k in missing if not k.startswith("encoder.")]
     if head_missing or unexpected:
         raise ModelError(f"{path}: missing {head_missing[:3]}, unexpected {list(unexpected)[:3]}")

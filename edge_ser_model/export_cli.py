@@ -65,8 +65,10 @@ def _export_compact(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_export(args: argparse.Namespace) -> int:
     """``edge-ser-model export``: fp32 + int8 ONNX and a JSON report under ``--out``."""
+    from edge_ser_model.cli import check_out_dir
     from edge_ser_model.export import export_distilhubert
 
+    check_out_dir(args.out)
     if args.encoder == "distilhubert":
         if args.weights is None and not args.random_init:
             raise EdgeSerError("export: distilhubert needs --weights DIR or --random-init")

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_ser import WINDOW_S
-from edge_ser.errors import ModelError
+from edge_ser.errors import ConfigError, ModelError
 from edge_ser.preprocess import prepare_window
 from edge_ser_model import VOICE_WEIGHT
 from edge_ser_model.data import Clip, labels_of, read_audio
@@ -28,7 +28,20 @@ QUANTIZATION = (
     "per-channel (weight-only, fp32 compute)"
 )
 VOICE_QUANTIZATION = "; voice LSTM layers 2-3 dynamic int8 (DynamicQuantizeLSTM), layer 1 fp32"
-LICENSE = "CC BY-NC-SA 4.0 (RAVDESS) + research-only (URDU): non-commercial"
+#: The licence each known corpus passes on to a model trained on it (../shared/data/README.md).
+CORPUS_LICENSES = {"ravdess": "CC BY-NC-SA 4.0 (RAVDESS)", "urdu": "research-only (URDU)"}
+
+
+def license_of(corpora: Sequence[str], given: str | None = None) -> str:
+    """The weights' licence: ``given`` (``--license``), else inherited from the known corpora
+    (both of ours are non-commercial); a corpus of unknown licence needs ``given``."""
+    if given:
+        return given
+    unknown = sorted(set(corpora) - set(CORPUS_LICENSES))
+    if unknown:
+        raise ConfigError(f"--license: the licence of corpus {', '.join(unknown)} is not known "
+                          "here; state it with --license TEXT (a model inherits its data's)")
+    return " + ".join(CORPUS_LICENSES[c] for c in sorted(set(corpora))) + ": non-commercial"
 VOICE_LICENSE = "voice branch: Resemblyzer 0.1.4 pretrained.pt, Apache-2.0 (Resemble AI)"
 
 
@@ -188,6 +201,7 @@ def train_and_ship(
     clips: Sequence[Clip], feats: NDArray[np.float32], cfg: TrainConfig, seeds: Sequence[int],
     out_dir: Path, name: str = "edge-ser-compact", evaluation: dict[str, Any] | None = None,
     calm: str = "drop", pitch: bool = True, voice: VoiceSetup | None = None,
+    license: str | None = None,
 ) -> list[Path]:
     """Train every member on every clip (as ``train_members``), export, quantize."""
     from edge_ser_model.export import base_metadata, export_onnx, logits
@@ -212,7 +226,7 @@ def train_and_ship(
         if c == "ravdess" else c.upper() for c in corpora
     )
     meta = base_metadata(
-        "compact", f"{name}-fp32", training_data=data, license=LICENSE,
+        "compact", f"{name}-fp32", training_data=data, license=license or license_of(corpora),
         evaluation=evaluation_summary(evaluation),
         ensemble_members=str(len(members)),
     )

@@ -109,6 +109,30 @@ def test_refuses_bad_or_missing_weights(tmp_path: Path) -> None:
         dh.DistilHubertClassifier(weights_dir=tmp_path, expected_sha256=None)
     with pytest.raises(ModelError, match="random_init"):
         dh.DistilHubertClassifier()
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(ModelError, match=r"not a PyTorch state dict \(UnpicklingError"):
+        dh.DistilHubertClassifier(weights_dir=tmp_path, expected_sha256=None)
+    with pytest.raises(ModelError, match="no such folder"):
+        dh.DistilHubertClassifier(weights_dir=tmp_path / "nowhere")
+    with pytest.raises(ModelError, match="a file; --weights names the folder"):
+        dh.DistilHubertClassifier(weights_dir=tmp_path / "pytorch_model.bin")
+
+
+def test_weights_of_the_wrong_shape_are_one_line(model: dh.DistilHubertClassifier,
+                                                 tmp_path: Path) -> None:
+    state = _upstream_state(model)
+    key = "feature_projection.projection.weight"
+    state[key] = torch.zeros(8, 8)
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ModelError) as err:
+        dh.DistilHubertClassifier(weights_dir=tmp_path, expected_sha256=None)
+    text = str(err.value)
+    assert "\n" not in text and f"{key} has shape [8, 8], the model's is [768, 512]" in text
+    from edge_ser_model.export import load_checkpoint
+
+    torch.save({"head.0.weight": torch.zeros(3, 3)}, tmp_path / "head.pt")
+    with pytest.raises(ModelError, match=r"head\.0\.weight has shape \[3, 3\]"):
+        load_checkpoint(model, tmp_path / "head.pt")
 
 
 @pytest.fixture(scope="module")

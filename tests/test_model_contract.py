@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -111,6 +112,21 @@ def test_inference_failure_is_a_model_error(tiny_model: Path) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     _refused(tmp_path / "nope.onnx", "no such model file")
+    _refused(tmp_path, "a folder, not a model file")
+
+
+def test_random_weights_stand_in_is_flagged(make_model: Callable[..., Path],
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A --random-init export (the benchmarks' DistilHuBERT) classifies, with a warning."""
+    path = make_model("random", metadata={"encoder_weights": "random weights"})
+    with caplog.at_level(logging.WARNING, logger="edge_ser.model"):
+        OnnxModel(path)
+    assert any("random weights" in r.getMessage() and "mean nothing" in r.getMessage()
+               for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edge_ser.model"):
+        OnnxModel(make_model("trained", metadata={"encoder_weights": "ntu-spml/distilhubert"}))
+    assert not caplog.records
 
 
 def test_not_onnx(tmp_path: Path) -> None:

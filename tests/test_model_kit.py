@@ -276,8 +276,44 @@ def test_shipped_model_contract() -> None:
     check_contract(path)
     meta = read_metadata(path)
     assert meta["encoder"] == "compact" and "non-commercial" in meta["license"]
+    from edge_ser_model.ship import license_of
+
+    assert license_of(["urdu", "ravdess"]) == meta["license"]  # what train writes, unchanged
+    assert license_of(["mine"], "CC BY 4.0 (my recordings)") == "CC BY 4.0 (my recordings)"
     assert "RAVDESS" in meta["training_data"]
     json.loads(meta["evaluation"])
+
+
+def test_kit_misuse_is_refused_before_any_work(tmp_path: Path) -> None:
+    """Options that used to fail with a traceback after minutes of features or CV."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    bad_row = tmp_path / "data" / "mine"
+    bad_row.mkdir(parents=True)
+    (bad_row / "manifest.csv").write_text("file,corpus,speaker,emotion\na.wav,mine\n")
+    kit = [sys.executable, "-m", "edge_ser_model"]
+    cases = [
+        (["evaluate", "--out", str(afile)], f"--out: {afile} is a file, not a folder"),
+        (["train", "--out", str(afile)], f"--out: {afile} is a file, not a folder"),
+        (["export", "--random-init", "--out", str(afile)], f"--out: {afile} is a file"),
+        (["train", "--out", str(tmp_path / "m"), "--evaluation", str(tmp_path / "nope.json")],
+         "--evaluation: cannot read"),
+        (["evaluate", "--seeds", "a"], "--seeds: 'a' is not a comma-separated list"),
+        (["evaluate", "--folds", "1"], "--folds: 1 is below 2"),
+        (["evaluate", "--threads", "0"], "--threads: 0 is below 1"),
+        (["evaluate", "--out", str(tmp_path / "e"), "--data", str(tmp_path / "data"),
+          "--corpora", "mine", "--voice-random-init"],
+         f"{bad_row / 'manifest.csv'}:2: speaker, emotion: empty or missing"),
+        (["evaluate", "--out", str(tmp_path / "e"), "--data", str(tmp_path / "no-corpora"),
+          "--voice-random-init"], "point --data at the corpora"),
+        (["train", "--out", str(tmp_path / "m"), "--data", str(tmp_path / "data"),
+          "--corpora", "mine"], "--license: the licence of corpus mine is not known"),
+    ]
+    for args, want in cases:
+        proc = subprocess.run([*kit, *args], capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stderr[-1500:])
+        assert "Traceback" not in proc.stderr and want in proc.stderr, (args, proc.stderr)
 
 
 def test_cli_help_does_not_import_torch() -> None:

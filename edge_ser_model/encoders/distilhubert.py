@@ -90,6 +90,11 @@ def load_weights(weights_dir: str | Path, expected_sha256: str | None = EXPECTED
                  ) -> dict[str, torch.Tensor]:
     """Read ``pytorch_model.bin`` from a local directory, sha256-checked; keys in our naming."""
     folder = Path(weights_dir)
+    if folder.is_file():  # the weights file itself: an easy slip
+        raise ModelError(f"{folder}: a file; --weights names the folder that holds "
+                         f"{WEIGHTS_FILE} (and config.json)")
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: no such folder (the local copy of ntu-spml/distilhubert)")
     path = folder / WEIGHTS_FILE
     if not path.is_file():
         raise ModelError(f"{path}: missing (place ntu-spml/distilhubert's {WEIGHTS_FILE} there)")
@@ -101,7 +106,9 @@ def load_weights(weights_dir: str | Path, expected_sha256: str | None = EXPECTED
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is one line for the user
-        raise ModelError(f"{path}: not a PyTorch state dict: {err}") from err
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise ModelError(f"{path}: not a PyTorch state dict ({type(err).__name__}"
+                         + (f": {first}" if first and not first.isdigit() else "") + ")") from err
     if not isinstance(state, dict):
         raise ModelError(f"{path}: not a PyTorch state dict")
     out: dict[str, torch.Tensor] = {}
@@ -113,6 +120,19 @@ def load_weights(weights_dir: str | Path, expected_sha256: str | None = EXPECTED
                             "pos_conv_embed.conv.parametrizations.weight.original1")
         out[name] = value
     return out
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path
+               ) -> tuple[list[str], list[str]]:
+    """``module.load_state_dict(state, strict=False)``: (missing, unexpected) keys, and a
+    tensor of the wrong shape is a one-line ModelError naming it (torch lists them all)."""
+    own = module.state_dict()
+    for key, value in state.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            raise ModelError(f"{path}: {key} has shape {list(value.shape)}, the model's is "
+                             f"{list(own[key].shape)} (weights of another architecture?)")
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    return list(missing), list(unexpected)
 
 
 @torch.no_grad()
@@ -155,7 +175,7 @@ class DistilHubertClassifier(nn.Module):
             raise ModelError(f"distilhubert: {n_params} encoder params, want {ENCODER_PARAMS}")
         if weights_dir is not None:
             state = load_weights(weights_dir, expected_sha256)
-            missing, unexpected = self.encoder.load_state_dict(state, strict=False)
+            missing, unexpected = load_state(self.encoder, state, Path(weights_dir) / WEIGHTS_FILE)
             if missing or unexpected:
                 raise ModelError(
                     f"{Path(weights_dir) / WEIGHTS_FILE}: missing keys {missing[:3]}, "
