@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +25,8 @@ TRAIN_EXTRA = frozenset({"torch", "transformers", "onnx", "onnxscript", "sklearn
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA = Path("../shared/data")
+#: the corpora: $EDGE_SER_DATA (as the tests read it), else ../shared/data
+DEFAULT_DATA = Path(os.environ.get("EDGE_SER_DATA") or "../shared/data")
 DEFAULT_CACHE = Path(".cache/edge-ser-model")
 
 
@@ -63,7 +65,9 @@ def check_out_dir(out: Path, option: str = "--out") -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpora root (manifest.csv)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="corpora root, one folder with a manifest.csv per corpus (default: "
+                   "$EDGE_SER_DATA, else ../shared/data)")
     p.add_argument("--corpora", default="ravdess,urdu", help="comma-separated corpus folders")
     p.add_argument("--calm", choices=["drop", "neutral"], default="drop",
                    help="RAVDESS calm: drop it (default) or merge it into neutral")

@@ -57,7 +57,9 @@ def train_members(
     ``cfg.patience > 0`` early-stopped on its own speaker-disjoint validation split."""
     labels = labels_of(clips)
     members = []
-    for seed in seeds:
+    for n, seed in enumerate(seeds, start=1):
+        log.info("training head %d of %d (seed %d, %d clips, %d epochs)", n, len(seeds), seed,
+                 len(train_idx), cfg.epochs)
         if cfg.patience > 0:
             fit_idx, val_idx = validation_split(clips, train_idx, seed=seed)
         else:
