@@ -55,13 +55,17 @@ def _seeds(text: str) -> list[int]:
 
 
 def check_out_dir(out: Path, option: str = "--out") -> None:
-    """``out`` is a folder or can be made: checked before minutes of work, not after."""
+    """``out`` is a folder, or one that can be made: checked before minutes of work, not after;
+    nothing is created here (a command refused later leaves no folder behind)."""
     if out.exists() and not out.is_dir():
         raise EdgeSerError(f"{option}: {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgeSerError(f"{option}: cannot create {out} ({exc.strerror or exc})") from exc
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise EdgeSerError(f"{option}: cannot create {out} ({parent} is a file)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EdgeSerError(f"{option}: cannot create or write {out} ({parent} is not writable)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

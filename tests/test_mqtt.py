@@ -294,8 +294,11 @@ def test_broker_restart_mid_stream_loses_nothing_and_keeps_order(
         sink.publish_event(_event(i))
     assert sink.buffered == 10
     broker.start()
-    got = sub.wait_for(EMOTION, count=15, timeout=20)
-    # QoS 1 is "at least once": the broker may re-deliver to the subscriber's restored session
+    # QoS 1 is "at least once": the broker may re-deliver to the subscriber's restored session,
+    # so wait for every seq (not for 15 messages, which re-deliveries can make up early)
+    _wait_until(lambda: {m.json()["seq"] for m in sub.messages(EMOTION)} >= set(range(15)),
+                timeout=20)
+    got = sub.messages(EMOTION)
     assert list(dict.fromkeys(m.json()["seq"] for m in got)) == list(range(15))
     _wait_until(lambda: sink.buffered == 0)
     sub.wait_for(EMOTION, predicate=lambda m: m.json()["seq"] == 14)
