@@ -8,6 +8,7 @@ that cannot be had is kept with ``skipped`` set to the one-line reason.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -243,6 +244,17 @@ def resolve_variants(
     return out, build
 
 
+@functools.cache
+def _loads(path: str) -> None:
+    """onnxruntime opens ``path`` (ModelError why not); once per file: the suite checks the
+    names before it makes --out, and resolve_variants checks them again (raises are not cached)."""
+    import onnxruntime as ort
+
+    from edge_ser.model import open_session
+
+    open_session(Path(path), ort.SessionOptions())
+
+
 def check_model_name(item: str, option: str) -> None:
     """``item`` is a variant name or an existing model file; ConfigError naming ``option``."""
     if item in DEFAULT_NAMES:
@@ -250,12 +262,8 @@ def check_model_name(item: str, option: str) -> None:
     if item.endswith(".onnx") or Path(item).exists():
         if not Path(item).is_file():
             raise ConfigError(f"{option}: no such model file {item}")
-        import onnxruntime as ort
-
-        from edge_ser.model import open_session
-
         try:  # a file that does not load is misuse, refused before anything is measured
-            open_session(Path(item), ort.SessionOptions())
+            _loads(str(Path(item).resolve()))
         except ModelError as exc:
             raise ConfigError(f"{option}: {exc}") from exc
         return

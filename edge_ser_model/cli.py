@@ -54,6 +54,13 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _names(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("needs at least one corpus folder name")
+    return names
+
+
 def check_out_dir(out: Path, option: str = "--out") -> None:
     """``out`` is a folder, or one that can be made: checked before minutes of work, not after;
     nothing is created here (a command refused later leaves no folder behind)."""
@@ -72,7 +79,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA,
                    help="corpora root, one folder with a manifest.csv per corpus (default: "
                    "$EDGE_SER_DATA, else ../shared/data)")
-    p.add_argument("--corpora", default="ravdess,urdu", help="comma-separated corpus folders")
+    p.add_argument("--corpora", type=_names, default=["ravdess", "urdu"],
+                   help="comma-separated corpus folders (default ravdess,urdu)")
     p.add_argument("--calm", choices=["drop", "neutral"], default="drop",
                    help="RAVDESS calm: drop it (default) or merge it into neutral")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
@@ -159,7 +167,7 @@ def _load(args: argparse.Namespace) -> tuple[list[object], object, object]:
     # the voice weights are checked before minutes of feature extraction, not after
     voice_fe = None if args.no_voice else VoiceFeatures(args.voice_weights,
                                                         random_init=args.voice_random_init)
-    clips = load_corpora(args.data, [c for c in args.corpora.split(",") if c], calm=args.calm)
+    clips = load_corpora(args.data, args.corpora, calm=args.calm)
     if args.limit:
         clips = clips[:: max(1, len(clips) // args.limit)][: args.limit]
     frontend = CompactFeatures(pitch=not args.no_pitch)
@@ -188,7 +196,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     meta = {
         "protocol": f"speaker-independent {args.folds}-fold CV (StratifiedGroupKFold by "
                     f"manifest speaker, seed {args.fold_seed})",
-        "data": f"{args.corpora}, calm={args.calm}",
+        "data": f"{','.join(args.corpora)}, calm={args.calm}",
         "settings": {k: str(v) for k, v in settings.items()},
     }
     report = write_report(args.out, clips, folds, preds, meta)  # type: ignore[arg-type]
@@ -205,7 +213,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     check_out_dir(args.out)
     evaluation = _evaluation(args.evaluation) if args.evaluation else None
-    licence = license_of([c for c in args.corpora.split(",") if c], args.license)
+    licence = license_of(args.corpora, args.license)
     clips, feats, voice = _load(args)
     seeds = args.seeds
     paths = train_and_ship(clips, feats, _train_config(args), seeds, args.out,  # type: ignore[arg-type]

@@ -100,7 +100,13 @@ def discovery_messages(
 ) -> list[tuple[str, str]]:
     """``(config topic, JSON payload)`` for every sensor and the event entity, to publish
     retained; ``mood_expire_s`` becomes the mood sensors' ``expire_after``."""
-    device = device_block(device_id, model_name)
+    shared = {  # every entity: its availability and the one device it belongs to
+        "availability_topic": topics.availability,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device_block(device_id, model_name),
+        "origin": {"name": "edge-ser", "sw_version": __version__},
+    }
     out: list[tuple[str, str]] = []
     for s in SENSORS:
         source = topics.state if s.source == "state" else topics.stats
@@ -109,11 +115,7 @@ def discovery_messages(
             "unique_id": f"edge_ser_{device_id}_{s.object_id}",
             "state_topic": source,
             "value_template": "{{ value_json." + s.key + " }}",
-            "availability_topic": topics.availability,
-            "payload_available": "online",
-            "payload_not_available": "offline",
-            "device": device,
-            "origin": {"name": "edge-ser", "sw_version": __version__},
+            **shared,
             **s.extra,
         }
         if s.object_id == "emotion":
@@ -127,11 +129,7 @@ def discovery_messages(
         "state_topic": topics.emotion,
         "event_types": list(LABELS),
         "value_template": UTTERANCE_TEMPLATE,
-        "availability_topic": topics.availability,
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": device,
-        "origin": {"name": "edge-ser", "sw_version": __version__},
+        **shared,
         "icon": "mdi:account-voice",
     }
     out.append((config_topic(discovery_prefix, device_id, UTTERANCE, "event"), to_json(event)))
