@@ -1,9 +1,12 @@
 """Corpora (manifest.csv per corpus) and speaker-independent folds.
 
-RAVDESS ``calm`` is dropped by default (``calm="drop"``): the issue's measured baselines dropped
-it, and so the CV figures stay comparable; ``calm="neutral"`` merges it into ``neutral`` instead.
-Folds group by the manifest's ``speaker`` column: no speaker is in the train and test part of one
-fold (``StratifiedGroupKFold``, so class balance is kept as well as groups allow).
+``calm`` (RAVDESS, TurEV-DB) is not one of the four labels: it is dropped by default
+(``calm="drop"``), or merged into ``neutral`` for training (``calm="neutral"``; such clips keep
+``calm=True``, and leave-one-corpus-out tests on the four labels only).
+Speaker folds group by the manifest's ``speaker`` column: no speaker is in the train and test part
+of one fold (``StratifiedGroupKFold``, so class balance is kept as well as groups allow). Corpus
+folds train on all corpora but one and test on that one, each in turn: the closest thing here to
+a board in a home the model was not trained in.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("file", "corpus", "speaker", "emotion")
 CALM_MODES = ("drop", "neutral")
-DEFAULT_CORPORA = ("ravdess", "urdu")
+DEFAULT_CORPORA = ("ravdess", "urdu", "turevdb", "korean")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Clip:
     corpus: str
     speaker: str
     label: int  # index into edge_ser.LABELS
+    calm: bool = False  # a ``calm`` clip merged into neutral (``calm="neutral"``)
 
 
 def read_manifest(corpus_dir: Path, calm: str = "drop") -> list[Clip]:
@@ -60,14 +64,16 @@ def read_manifest(corpus_dir: Path, calm: str = "drop") -> list[Clip]:
                 raise ConfigError(f"{manifest}:{lineno}: {', '.join(empty)}: empty or missing "
                                   f"(each row needs {', '.join(MANIFEST_COLUMNS)})")
             emotion = row["emotion"].strip()
-            if emotion == "calm":
+            was_calm = emotion == "calm"
+            if was_calm:
                 if calm == "drop":
                     continue
                 emotion = "neutral"
             if emotion not in LABELS:
                 raise ConfigError(f"{manifest}:{lineno}: emotion: unknown label {emotion!r}")
             clips.append(
-                Clip(corpus_dir / row["file"], row["corpus"], row["speaker"], LABELS.index(emotion))
+                Clip(corpus_dir / row["file"], row["corpus"], row["speaker"], LABELS.index(emotion),
+                     calm=was_calm)
             )
     log.info("%s: %d clips (calm=%s)", manifest, len(clips), calm)
     return clips
@@ -124,6 +130,24 @@ def speaker_folds(
     for tr, te in folds:
         assert not set(groups[tr].tolist()) & set(groups[te].tolist())
     return folds
+
+
+def corpus_folds(
+    clips: Sequence[Clip],
+) -> tuple[list[str], list[tuple[NDArray[np.int64], NDArray[np.int64]]]]:
+    """Leave one corpus out: ``(names, folds)``, one (train_idx, test_idx) per corpus.
+
+    The test part holds the left-out corpus's clips of the four labels (``calm`` merged into
+    neutral trains, but is not tested: it is not what that corpus calls neutral).
+    """
+    corpus = np.array([c.corpus for c in clips])
+    calm = np.array([c.calm for c in clips], dtype=bool)
+    names = sorted(set(corpus.tolist()))
+    if len(names) < 2:
+        raise ConfigError("corpora: leave-one-corpus-out needs at least two corpora")
+    idx = np.arange(len(clips), dtype=np.int64)
+    folds = [(idx[corpus != name], idx[(corpus == name) & ~calm]) for name in names]
+    return names, folds
 
 
 def validation_split(

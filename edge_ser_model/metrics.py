@@ -41,7 +41,17 @@ def scores(y_true: NDArray[np.int64], y_pred: NDArray[np.int64]) -> dict[str, fl
         "macro_f1": float(f1.mean()),
     }
     out.update({f"f1_{lab}": float(v) for lab, v in zip(LABELS, f1, strict=True)})
+    out.update({f"recall_{lab}": float(v) for lab, v in zip(LABELS, recalls(cm), strict=True)})
+    out["top_share"] = top_share(y_pred)
     return out
+
+
+def top_share(y_pred: NDArray[np.int64]) -> float:
+    """The share of predictions taken by the most predicted class: a collapse detector (a
+    model that answers one class whatever it hears scores 1.0; a balanced one about 0.25)."""
+    if len(y_pred) == 0:
+        return float("nan")
+    return float(np.bincount(np.asarray(y_pred), minlength=len(LABELS)).max() / len(y_pred))
 
 
 def summarise(per_fold: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -49,8 +59,8 @@ def summarise(per_fold: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     keys = per_fold[0].keys()
     return {
         k: {
-            "mean": float(np.mean([f[k] for f in per_fold])),
-            "std": float(np.std([f[k] for f in per_fold])),
+            "mean": float(np.nanmean([f[k] for f in per_fold])),
+            "std": float(np.nanstd([f[k] for f in per_fold])),
         }
         for k in keys
     }
