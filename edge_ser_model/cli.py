@@ -1,8 +1,10 @@
-"""``edge-ser-model``: train, evaluate and export edge-ser models.
+"""``edge-ser-model``: build, evaluate, train and export edge-ser models.
 
-- ``train``: train the compact encoder on all of the corpora and write the fp32 + int8 ONNX models.
-- ``evaluate``: speaker-independent k-fold CV of the compact encoder beside the eGeMAPS
-  baseline on the same folds; writes cv_report.json / .md and confusion.png.
+- ``evaluate``: leave-one-corpus-out (models are chosen by its mean UAR) and speaker-independent
+  k-fold CV, beside the eGeMAPS baseline on the same splits; for a frozen pretrained encoder it
+  also chooses the layers, pooling and head. Writes loco_report.* / cv_report.*.
+- ``train``: train on all of the corpora and write the fp32 + int8 ONNX models.
+- ``build``: ``evaluate`` then ``train`` with its choice: the shipped model in one command.
 - ``export``: export / quantize an encoder (``edge_ser_model.export``).
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from edge_ser.errors import EdgeSerError
 from edge_ser_model import VOICE_WEIGHT
+from edge_ser_model.data import DEFAULT_CORPORA
 
 #: top-level modules of the train extra: without them a command says which to install
 TRAIN_EXTRA = frozenset({"torch", "transformers", "onnx", "onnxscript", "sklearn", "opensmile",
@@ -25,9 +28,12 @@ TRAIN_EXTRA = frozenset({"torch", "transformers", "onnx", "onnxscript", "sklearn
 
 log = logging.getLogger(__name__)
 
+ENCODER_CHOICES = ("whisper-tiny", "distilhubert", "compact")
 #: the corpora: $EDGE_SER_DATA (as the tests read it), else ../shared/data
 DEFAULT_DATA = Path(os.environ.get("EDGE_SER_DATA") or "../shared/data")
 DEFAULT_CACHE = Path(".cache/edge-ser-model")
+#: where scripts/fetch-whisper puts Whisper tiny.en (the --weights default when present)
+WHISPER_WEIGHTS = Path("weights/whisper-tiny.en")
 
 
 def _at_least(low: int) -> Callable[[str], int]:
@@ -76,15 +82,34 @@ def check_out_dir(out: Path, option: str = "--out") -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", choices=ENCODER_CHOICES, default="whisper-tiny",
+                   help="whisper-tiny (default: frozen Whisper tiny.en + trained head), "
+                   "distilhubert (the paper's frozen encoder + head) or compact (trained here)")
+    p.add_argument("--weights", type=Path, metavar="DIR",
+                   help="local copy of the frozen encoder's weights (whisper-tiny: a "
+                   "CTranslate2 folder with model.bin, OpenAI's tiny.en.pt or a Hugging Face "
+                   "folder; distilhubert: the ntu-spml/distilhubert folder)")
+    p.add_argument("--random-init", action="store_true",
+                   help="the frozen encoder with random weights (tests: figures mean nothing)")
+    p.add_argument("--sha256", default=None,
+                   help="expected sha256 of the weights file (default: the published one)")
+    p.add_argument("--no-sha256-check", action="store_true")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA,
                    help="corpora root, one folder with a manifest.csv per corpus (default: "
                    "$EDGE_SER_DATA, else ../shared/data)")
-    p.add_argument("--corpora", type=_names, default=["ravdess", "urdu"],
-                   help="comma-separated corpus folders (default ravdess,urdu)")
+    p.add_argument("--corpora", type=_names, default=list(DEFAULT_CORPORA),
+                   help="comma-separated corpus folders (default " + ",".join(DEFAULT_CORPORA)
+                   + ")")
     p.add_argument("--calm", choices=["drop", "neutral"], default="drop",
-                   help="RAVDESS calm: drop it (default) or merge it into neutral")
+                   help="calm (RAVDESS, TurEV-DB): drop it (default) or train on it as neutral "
+                   "(leave-one-corpus-out never tests it)")
+    p.add_argument("--balance", choices=["corpus", "class"], default="corpus",
+                   help="frozen encoders: weigh every (corpus, label) cell alike (default) or "
+                   "only the labels")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
-    p.add_argument("--copies", type=int, default=4, help="augmented copies per clip")
+    p.add_argument("--copies", type=int, default=None,
+                   help="augmented copies per clip (default 4 for compact, 2 for a frozen "
+                   "encoder, whose features cost more to compute)")
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4, 5],
                    help="ensemble member seeds, comma-separated (default 0,1,2,3,4,5)")
     p.add_argument("--epochs", type=int, default=80)
@@ -113,26 +138,53 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="inverse L2 strength of the voice head's logistic regression")
 
 
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", choices=["loco", "cv", "both"], default="both",
+                   help="leave-one-corpus-out (chooses the model), speaker-independent k-fold "
+                   "CV, or both (default)")
+    p.add_argument("--folds", type=_at_least(2), default=5)
+    p.add_argument("--fold-seed", type=int, default=0)
+    p.add_argument("--no-baseline", action="store_true")
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default=None,
+                   help="file name stem (default edge-ser-<encoder>)")
+    p.add_argument("--license", default=None, metavar="TEXT",
+                   help="licence of the weights for the metadata (default: inherited from the "
+                   "known corpora; needed for any other corpus)")
+    p.add_argument("--scheme", default="auto",
+                   help="frozen encoders: int8 scheme (auto: the first that keeps argmax "
+                   "agreement with fp32 >= 99%% on real speech)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-ser-model", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    tr = sub.add_parser("train", help="train the compact encoder on all data, write ONNX")
+    bu = sub.add_parser("build", help="evaluate, then train and export the chosen model")
+    _common(bu)
+    _evaluate_arguments(bu)
+    _train_arguments(bu)
+    bu.add_argument("--out", type=Path, default=Path("models"),
+                    help="output folder (reports under OUT/eval)")
+    tr = sub.add_parser("train", help="train on all data with an evaluation's choice, write ONNX")
     _common(tr)
+    _train_arguments(tr)
     tr.add_argument("--out", type=Path, default=Path("models"), help="output folder")
-    tr.add_argument("--name", default="edge-ser-compact")
     tr.add_argument("--evaluation", type=Path, default=None,
-                    help="cv_report.json whose summary goes into the model metadata")
-    tr.add_argument("--license", default=None, metavar="TEXT",
-                    help="licence of the weights for the metadata (default: inherited from "
-                    "ravdess / urdu; needed for any other corpus)")
-    ev = sub.add_parser("evaluate", help="speaker-independent k-fold CV vs eGeMAPS baseline")
+                    help="report of evaluate (loco_report.json, or cv_report.json for compact): "
+                    "its figures go into the metadata and, for a frozen encoder, its choice of "
+                    "layers, pooling and head is what is trained")
+    tr.add_argument("--representation", default=None, metavar="SPEC",
+                    help="frozen encoders, instead of --evaluation's choice: e.g. L2-mean")
+    tr.add_argument("--head", choices=["lr", "mlp"], default=None,
+                    help="frozen encoders, instead of --evaluation's choice")
+    ev = sub.add_parser("evaluate", help="leave-one-corpus-out and speaker CV vs eGeMAPS")
     _common(ev)
-    ev.add_argument("--folds", type=_at_least(2), default=5)
-    ev.add_argument("--fold-seed", type=int, default=0)
+    _evaluate_arguments(ev)
     ev.add_argument("--out", type=Path, default=Path("models/eval"))
-    ev.add_argument("--no-baseline", action="store_true")
     ex = sub.add_parser("export", help="export an encoder to ONNX and int8")
     from edge_ser_model.export_cli import add_export_arguments
 
@@ -149,79 +201,148 @@ def _train_config(args: argparse.Namespace) -> object:
     )
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Options checked before minutes of feature extraction, not after."""
+    if not 0.0 <= args.voice_weight <= 1.0:
+        raise EdgeSerError(f"--voice-weight: {args.voice_weight} is not between 0 and 1")
+    if args.patience < 0:
+        raise EdgeSerError(f"--patience: {args.patience} is negative (0: no early stopping)")
+    frozen = args.encoder != "compact"
+    if args.copies is None:
+        args.copies = 2 if frozen else 4
+    if (args.encoder == "whisper-tiny" and args.weights is None and not args.random_init
+            and WHISPER_WEIGHTS.is_dir()):
+        args.weights = WHISPER_WEIGHTS
+    if frozen and args.weights is None and not args.random_init:
+        hint = (" (bash scripts/fetch-whisper puts them in weights/whisper-tiny.en)"
+                if args.encoder == "whisper-tiny" else " (docs/distilhubert.md)")
+        raise EdgeSerError(f"--encoder {args.encoder}: give --weights DIR, a local copy of its "
+                           f"weights{hint}, or --random-init")
+    if not frozen and (args.weights is not None or args.random_init):
+        raise EdgeSerError("--weights / --random-init: the compact encoder is trained here "
+                           "(its voice branch takes --voice-weights)")
+
+
+def _clips(args: argparse.Namespace) -> list[object]:
+    """Every clip, calm included as neutral (one feature cache serves both --calm modes)."""
+    from edge_ser_model.data import load_corpora
+
+    clips = load_corpora(args.data, args.corpora, calm="neutral")
+    if args.limit:
+        clips = clips[:: max(1, len(clips) // args.limit)][: args.limit]
+    return list(clips)
+
+
+def _keep(args: argparse.Namespace, clips: list[object]) -> object:
+    """Row indices left after ``--calm``."""
+    import numpy as np
+
+    return np.array([i for i, c in enumerate(clips)
+                     if args.calm == "neutral" or not c.calm], dtype=np.int64)  # type: ignore[attr-defined]
+
+
 def _load(args: argparse.Namespace) -> tuple[list[object], object, object]:
     """Clips, compact feature vectors and the voice setup (None with ``--no-voice``)."""
     import torch
 
-    from edge_ser_model.data import load_corpora
     from edge_ser_model.encoders.compact import CompactFeatures
     from edge_ser_model.encoders.voice import VoiceFeatures
     from edge_ser_model.evaluate import VoiceSetup
     from edge_ser_model.features import compute_features
 
-    if not 0.0 <= args.voice_weight <= 1.0:
-        raise EdgeSerError(f"--voice-weight: {args.voice_weight} is not between 0 and 1")
-    if args.patience < 0:
-        raise EdgeSerError(f"--patience: {args.patience} is negative (0: no early stopping)")
+    _check_args(args)
     torch.set_num_threads(args.threads)
     # the voice weights are checked before minutes of feature extraction, not after
     voice_fe = None if args.no_voice else VoiceFeatures(args.voice_weights,
                                                         random_init=args.voice_random_init)
-    clips = load_corpora(args.data, args.corpora, calm=args.calm)
-    if args.limit:
-        clips = clips[:: max(1, len(clips) // args.limit)][: args.limit]
+    clips = _clips(args)
+    keep = _keep(args, clips)
     frontend = CompactFeatures(pitch=not args.no_pitch)
     feats = compute_features(clips, frontend, copies=args.copies, cache_dir=args.cache)
     voice = None
     if voice_fe is not None:
         vfeats = compute_features(clips, voice_fe, copies=args.copies, cache_dir=args.cache)
-        voice = VoiceSetup(voice_fe, vfeats, args.voice_weight, args.voice_c)
-    return list(clips), feats, voice
+        voice = VoiceSetup(voice_fe, vfeats[keep], args.voice_weight, args.voice_c)
+    return [clips[i] for i in keep], feats[keep], voice  # type: ignore[index]
+
+
+def _load_frozen(args: argparse.Namespace) -> tuple[list[object], object, object]:
+    """Clips, every layer's pooled statistics and the backbone of a frozen encoder."""
+    import torch
+
+    from edge_ser_model.features import compute_features
+    from edge_ser_model.frozen import BackboneFeatures, load_backbone
+
+    _check_args(args)
+    torch.set_num_threads(args.threads)
+    backbone = load_backbone(args.encoder, args.weights, args.random_init, args.sha256,
+                             check=not args.no_sha256_check)
+    clips = _clips(args)
+    keep = _keep(args, clips)
+    feats = compute_features(clips, BackboneFeatures(backbone),  # type: ignore[arg-type]
+                             copies=args.copies, cache_dir=args.cache)
+    return [clips[i] for i in keep], feats[keep], backbone  # type: ignore[index]
+
+
+def _meta(args: argparse.Namespace, protocol: str) -> dict[str, object]:
+    settings = {k: str(v) for k, v in vars(args).items() if not k.startswith("_")}
+    return {"protocol": protocol, "encoder": args.encoder,
+            "data": f"{','.join(args.corpora)}, calm={args.calm}", "settings": settings}
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from edge_ser_model.data import speaker_folds
-    from edge_ser_model.evaluate import cross_validate, run_baselines, write_report
-
     check_out_dir(args.out)
-    clips, feats, voice = _load(args)
-    folds = speaker_folds(clips, args.folds, args.fold_seed)  # type: ignore[arg-type]
-    seeds = args.seeds
-    cfg = _train_config(args)
-    probs = cross_validate(clips, feats, folds, cfg, seeds, voice)  # type: ignore[arg-type]
-    preds = {name: [p.argmax(1) for p in fold_probs] for name, fold_probs in probs.items()}
-    if not args.no_baseline:
-        preds.update(run_baselines(clips, folds, args.cache))  # type: ignore[arg-type]
-    settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    meta = {
-        "protocol": f"speaker-independent {args.folds}-fold CV (StratifiedGroupKFold by "
-                    f"manifest speaker, seed {args.fold_seed})",
-        "data": f"{','.join(args.corpora)}, calm={args.calm}",
-        "settings": {k: str(v) for k, v in settings.items()},
-    }
-    report = write_report(args.out, clips, folds, preds, meta)  # type: ignore[arg-type]
-    for name, system in report["systems"].items():
-        s = system["summary"]
-        print(f"{name:24s} UAR {s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}  "
-              f"WA {s['wa']['mean']:.3f}  macro-F1 {s['macro_f1']['mean']:.3f}")
-    print(f"wrote {args.out}/cv_report.json, cv_report.md, confusion.png")
+    if args.encoder == "compact":
+        from edge_ser_model.evaluate import evaluate_compact
+
+        clips, feats, voice = _load(args)
+        lines = evaluate_compact(args, clips, feats, voice, _train_config(args), _meta)  # type: ignore[arg-type]
+    else:
+        from edge_ser_model.evaluate import evaluate_frozen
+
+        clips, feats, backbone = _load_frozen(args)
+        lines = evaluate_frozen(args, clips, feats, backbone, _train_config(args), _meta)  # type: ignore[arg-type]
+    for line in lines:
+        print(line)
     return 0
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from edge_ser_model.ship import license_of, train_and_ship
+    from edge_ser_model.ship import license_of
 
     check_out_dir(args.out)
     evaluation = _evaluation(args.evaluation) if args.evaluation else None
     licence = license_of(args.corpora, args.license)
-    clips, feats, voice = _load(args)
-    seeds = args.seeds
-    paths = train_and_ship(clips, feats, _train_config(args), seeds, args.out,  # type: ignore[arg-type]
-                           args.name, evaluation, args.calm, pitch=not args.no_pitch,
-                           voice=voice, license=licence)  # type: ignore[arg-type]
+    name = args.name or f"edge-ser-{args.encoder}"
+    if args.encoder == "compact":
+        from edge_ser_model.ship import train_and_ship
+
+        clips, feats, voice = _load(args)
+        paths = train_and_ship(clips, feats, _train_config(args), args.seeds, args.out,  # type: ignore[arg-type]
+                               name, evaluation, args.calm, pitch=not args.no_pitch,
+                               voice=voice, license=licence)  # type: ignore[arg-type]
+    else:
+        from edge_ser_model.ship import frozen_choice, train_and_ship_frozen
+
+        choice = frozen_choice(evaluation, args.representation, args.head, args.encoder)
+        clips, feats, backbone = _load_frozen(args)
+        paths = train_and_ship_frozen(clips, feats, backbone, choice, _train_config(args),  # type: ignore[arg-type]
+                                      args, name, evaluation, licence)
     for p in paths:
         print(f"wrote {p}")
     return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """``evaluate`` into OUT/eval, then ``train`` with its report."""
+    out = args.out
+    check_out_dir(out)
+    args.out = out / "eval"
+    run_evaluate(args)
+    report = "loco_report.json" if args.protocol != "cv" else "cv_report.json"
+    args.out, args.evaluation = out, out / "eval" / report
+    args.representation = args.head = None
+    return run_train(args)
 
 
 def _evaluation(path: Path) -> dict[str, object]:
@@ -233,8 +354,8 @@ def _evaluation(path: Path) -> dict[str, object]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EdgeSerError(f"--evaluation: {path} is not JSON ({exc})") from exc
     if not isinstance(data, dict) or "systems" not in data:
-        raise EdgeSerError(f"--evaluation: {path} is not a cv_report.json of "
-                           "edge-ser-model evaluate (no 'systems')")
+        raise EdgeSerError(f"--evaluation: {path} is not a loco_report.json or cv_report.json "
+                           "of edge-ser-model evaluate (no 'systems')")
     return data
 
 
@@ -247,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_evaluate(args)
         if args.command == "train":
             return run_train(args)
+        if args.command == "build":
+            return run_build(args)
         from edge_ser_model.export_cli import run_export
 
         rc: int = run_export(args)

@@ -1,15 +1,17 @@
-"""Speaker-independent k-fold CV of the compact encoder beside the eGeMAPS baseline.
+"""``edge-ser-model evaluate``: leave-one-corpus-out and speaker-independent k-fold CV.
 
-One call (``edge-ser-model evaluate``) writes ``cv_report.json``, ``cv_report.md`` and
-``confusion.png`` (row-normalised, summed over folds) into the output folder.
+Leave-one-corpus-out (``loco_report.json`` / ``.md``, :mod:`edge_ser_model.loco`) chooses models;
+speaker CV (``cv_report.json`` / ``.md`` and ``confusion.png``, row-normalised, summed over folds)
+stays beside it. The eGeMAPS baseline runs on the same splits.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,10 @@ from numpy.typing import NDArray
 from edge_ser import LABELS
 from edge_ser_model import VOICE_WEIGHT
 from edge_ser_model.baseline import baseline_predictions, egemaps_features
-from edge_ser_model.data import Clip, labels_of, validation_split
+from edge_ser_model.data import Clip, corpus_folds, labels_of, speaker_folds, validation_split
 from edge_ser_model.encoders.compact import CompactHead
 from edge_ser_model.encoders.voice import VoiceFeatures, train_voice_head, voice_proba
+from edge_ser_model.loco import best_system, fold_table, sample_weights, write_loco_report
 from edge_ser_model.metrics import confusion, scores, summarise
 from edge_ser_model.train import TrainConfig, predict_proba, train_head
 
@@ -173,9 +176,9 @@ def write_report(
         report["systems"][name] = {
             "summary": systems[name], "per_fold": per_fold, "confusion": cm.tolist(),
         }
-        if name == "compact":
+        if name == next(iter(preds_by_system)):  # the evaluated system, before baselines
             plot_confusion(cm, out_dir / "confusion.png",
-                           f"compact, {len(folds)}-fold speaker-independent CV")
+                           f"{name}, {len(folds)}-fold speaker-independent CV")
     (out_dir / "cv_report.json").write_text(json.dumps(report, indent=2) + "\n")
     md = [
         f"# Speaker-independent {len(folds)}-fold CV ({meta.get('data', '')})",
@@ -200,3 +203,114 @@ def run_baselines(
         "egemaps_lr": baseline_predictions(clips, feats, y, folds, per_speaker=False),
         "egemaps_lr_spk_znorm": baseline_predictions(clips, feats, y, folds, per_speaker=True),
     }
+
+
+Meta = Callable[[argparse.Namespace, str], dict[str, Any]]
+
+
+def _protocols(args: argparse.Namespace) -> tuple[bool, bool]:
+    return args.protocol in ("loco", "both"), args.protocol in ("cv", "both")
+
+
+def _speaker_meta(args: argparse.Namespace) -> str:
+    return (f"speaker-independent {args.folds}-fold CV (StratifiedGroupKFold by manifest "
+            f"speaker, seed {args.fold_seed})")
+
+
+def _loco_lines(report: dict[str, Any], out: Path) -> list[str]:
+    lines = [f"{name:28s} LOCO UAR mean {s['uar_mean']:.3f} (worst {s['uar_min']:.3f}, top "
+             f"share {s['top_share_max']:.2f})"
+             for name, s in sorted(report["systems"].items(), key=lambda kv: -kv[1]["uar_mean"])]
+    lines.append(f"chosen: {report['choice']['system']}; wrote {out}/loco_report.json, "
+                 "loco_report.md")
+    return lines
+
+
+def _cv_lines(report: dict[str, Any], out: Path) -> list[str]:
+    lines = []
+    for name, system in report["systems"].items():
+        s = system["summary"]
+        lines.append(f"{name:28s} CV UAR {s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}  "
+                     f"WA {s['wa']['mean']:.3f}  macro-F1 {s['macro_f1']['mean']:.3f}")
+    lines.append(f"wrote {out}/cv_report.json, cv_report.md, confusion.png")
+    return lines
+
+
+def _baseline_table(clips: Sequence[Clip], folds: Folds, names: Sequence[str],
+                    cache: Path | None) -> dict[str, Any]:
+    out = {}
+    for name, preds in run_baselines(clips, folds, cache).items():
+        if name == "egemaps_lr":  # the per-speaker oracle needs labels of speakers: not here
+            out[name] = {**fold_table(clips, folds, names, preds), "head": "baseline"}
+    return out
+
+
+def evaluate_compact(args: argparse.Namespace, clips: Sequence[Clip], feats: NDArray[np.float32],
+                     voice: VoiceSetup | None, cfg: TrainConfig, meta: Meta) -> list[str]:
+    """The compact recipe (heads + voice branch) under the chosen protocols."""
+    loco, cv = _protocols(args)
+    lines: list[str] = []
+    if loco:
+        names, folds = corpus_folds(clips)
+        probs = cross_validate(clips, feats, folds, cfg, args.seeds, voice)
+        systems = {name: {**fold_table(clips, folds, names, [p.argmax(1) for p in fold_probs]),
+                          "head": "compact"} for name, fold_probs in probs.items()}
+        choice = best_system(systems)
+        if not args.no_baseline:
+            systems.update(_baseline_table(clips, folds, names, args.cache))
+        report = {"meta": meta(args, "leave-one-corpus-out"), "corpora": names,
+                  "systems": systems, "choice": {"system": choice}}
+        write_loco_report(args.out, report)
+        lines += _loco_lines(report, args.out)
+    if cv:
+        folds = speaker_folds(clips, args.folds, args.fold_seed)
+        probs = cross_validate(clips, feats, folds, cfg, args.seeds, voice)
+        preds = {name: [p.argmax(1) for p in fold_probs] for name, fold_probs in probs.items()}
+        if not args.no_baseline:
+            preds.update(run_baselines(clips, folds, args.cache))
+        report = write_report(args.out, clips, folds, preds, meta(args, _speaker_meta(args)))
+        lines += _cv_lines(report, args.out)
+    return lines
+
+
+def evaluate_frozen(args: argparse.Namespace, clips: Sequence[Clip], feats: NDArray[np.float32],
+                    backbone: Any, cfg: TrainConfig, meta: Meta) -> list[str]:
+    """Choose layers, pooling and head of a frozen encoder by leave-one-corpus-out
+    (``edge_ser_model.select``); speaker CV of the choice beside it."""
+    from edge_ser_model.select import search, system_of
+
+    loco, cv = _protocols(args)
+    weights = sample_weights(clips, args.balance)
+    lines: list[str] = []
+    choice: dict[str, Any] | None = None
+    if loco:
+        names, folds = corpus_folds(clips)
+        systems = search(clips, feats, backbone.width, backbone.layers, folds, names, cfg,
+                         args.seeds, weights)
+        best = best_system(systems)
+        choice = {"system": best, "representation": systems[best]["representation"],
+                  "head": systems[best]["head"]}
+        if not args.no_baseline:
+            systems.update(_baseline_table(clips, folds, names, args.cache))
+        report = {"meta": {**meta(args, "leave-one-corpus-out"), "backbone": backbone.name,
+                           "weights": backbone.weights_id},
+                  "corpora": names, "systems": systems, "choice": choice}
+        write_loco_report(args.out, report)
+        lines += _loco_lines(report, args.out)
+    if cv:
+        folds = speaker_folds(clips, args.folds, args.fold_seed)
+        y = labels_of(clips)
+        if choice is None:  # CV alone: every candidate under CV, the best by its mean
+            names = [f"fold{i + 1}" for i in range(len(folds))]
+            systems = search(clips, feats, backbone.width, backbone.layers, folds, names, cfg,
+                             args.seeds, weights)
+            best = best_system(systems)
+            choice = {"system": best, "representation": systems[best]["representation"],
+                      "head": systems[best]["head"]}
+        system = system_of(choice, feats, y, backbone.width, cfg, args.seeds, weights)
+        preds = {choice["system"]: [system(tr, te).argmax(1) for tr, te in folds]}
+        if not args.no_baseline:
+            preds.update(run_baselines(clips, folds, args.cache))
+        report = write_report(args.out, clips, folds, preds, meta(args, _speaker_meta(args)))
+        lines += _cv_lines(report, args.out)
+    return lines

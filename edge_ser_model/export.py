@@ -146,6 +146,47 @@ def export_onnx(module: torch.nn.Module, path: str | Path, metadata: Mapping[str
     return {"max_abs_diff_vs_torch": diff, "size_mb": out.stat().st_size / 1e6}
 
 
+def export_frozen(module: torch.nn.Module, path: str | Path, metadata: Mapping[str, str],
+                  window_s: float = WINDOW_S, opset: int = OPSET) -> dict[str, float]:
+    """Trace a frozen-encoder model (``edge_ser_model.frozen.FrozenSER``): waveform
+    ``[batch, samples]`` -> ``logits [batch, 4]`` and ``embedding [batch, D]`` (the pooled
+    features, for adaptation in the home). Checked against PyTorch on real-length speech and on
+    a full window."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    module = module.eval()
+    n = int(round(window_s * SAMPLE_RATE))
+    rng = np.random.default_rng(0)
+    full = rng.uniform(-0.5, 0.5, (1, n)).astype(np.float32)
+    short = full.copy()
+    short[:, n // 3 :] = 0.0  # a short utterance: the graph encodes only its speech
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        torch.onnx.export(
+            module, (torch.from_numpy(full),), str(out), input_names=["waveform"],
+            output_names=["logits", "embedding"],
+            dynamic_axes={"waveform": {0: "batch"}, "logits": {0: "batch"},
+                          "embedding": {0: "batch"}},
+            opset_version=opset, do_constant_folding=True, dynamo=False,
+        )
+    model = onnx.load(str(out))
+    write_metadata(model, {**metadata, "window_s": f"{window_s:g}"})
+    onnx.save(model, str(out))
+    check_contract(out, window_s)
+    sess = session(out)
+    diff = 0.0
+    for x in (full, short):
+        with torch.no_grad():
+            expected = module(torch.from_numpy(x))[0].numpy()
+        got = sess.run(["logits"], {"waveform": x})[0]
+        diff = max(diff, float(np.max(np.abs(got - expected))))
+        if not diff < 1e-2 * max(1.0, float(np.max(np.abs(expected)))):
+            raise ModelError(f"{out}: ONNX logits differ from PyTorch by {diff:.3g}")
+    log.info("exported %s (%.1f MB) in %.1f s; max |onnx - torch| = %.2g",
+             out, out.stat().st_size / 1e6, time.perf_counter() - t0, diff)
+    return {"max_abs_diff_vs_torch": diff, "size_mb": out.stat().st_size / 1e6}
+
+
 def export_distilhubert(
     out_dir: str | Path, weights_dir: str | Path | None = None, random_init: bool = False,
     scheme: str = "auto", calibration_data: str | Path | None = None,

@@ -29,7 +29,11 @@ QUANTIZATION = (
 )
 VOICE_QUANTIZATION = "; voice LSTM layers 2-3 dynamic int8 (DynamicQuantizeLSTM), layer 1 fp32"
 #: The licence each known corpus passes on to a model trained on it (../shared/data/README.md).
-CORPUS_LICENSES = {"ravdess": "CC BY-NC-SA 4.0 (RAVDESS)", "urdu": "research-only (URDU)"}
+CORPUS_LICENSES = {
+    "ravdess": "CC BY-NC-SA 4.0 (RAVDESS)", "urdu": "research-only (URDU)",
+    "turevdb": "CC BY-NC-ND 4.0 (TurEV-DB)",
+    "korean": "research-only, non-commercial (emotiontts open DB)",
+}
 
 
 def license_of(corpora: Sequence[str], given: str | None = None) -> str:
@@ -245,4 +249,138 @@ def train_and_ship(
         {"members": len(members), "seeds": list(seeds), "quantization": info,
          "voice": None if voice is None else {"weight": voice.weight, "c": voice.c},
          "int8_vs_fp32": agree, "clips": len(clips)}, indent=2) + "\n")
+    return [fp32, int8, out_dir / f"{name}.train.json"]
+
+
+# --- frozen pretrained encoders -----------------------------------------------------------------
+
+#: int8 schemes tried in turn for a frozen encoder's graph (``--scheme auto``): the first whose
+#: argmax agrees with fp32 on >= 99 % of held-out real windows ships
+FROZEN_SCHEMES = ("dynamic-matmul", "qdq")
+AGREEMENT_TARGET = 0.99
+FROZEN_LICENSES = {
+    "whisper-tiny": "encoder: Whisper tiny.en, MIT (OpenAI)",
+    "distilhubert": "encoder: DistilHuBERT, Apache-2.0 (ntu-spml)",
+}
+
+
+def frozen_choice(evaluation: dict[str, Any] | None, representation: str | None,
+                  head: str | None, encoder: str) -> dict[str, Any]:
+    """What to train: ``--representation``/``--head``, else the evaluation's choice."""
+    from edge_ser_model.frozen import Representation
+
+    if representation or head:
+        if not (representation and head):
+            raise ConfigError("--representation and --head: give both, or neither (the "
+                              "evaluation's choice)")
+        Representation.parse(representation)
+        return {"system": f"{head}-{representation}", "representation": representation,
+                "head": head}
+    if evaluation is None:
+        raise ConfigError(f"--encoder {encoder}: give --evaluation loco_report.json (from "
+                          "evaluate: it chooses layers, pooling and head) or --representation "
+                          "SPEC --head lr|mlp")
+    choice = evaluation.get("choice")
+    theirs = evaluation.get("meta", {}).get("encoder")
+    if not isinstance(choice, dict) or "representation" not in choice:
+        raise ConfigError("--evaluation: the report holds no frozen-encoder choice (a compact "
+                          "report, or cv_report.json? give loco_report.json)")
+    if theirs != encoder:
+        raise ConfigError(f"--evaluation: the report evaluated encoder {theirs!r}, not "
+                          f"{encoder!r}")
+    return choice
+
+
+def lr_head(x: NDArray[np.float32], y: NDArray[np.int64], w: NDArray[np.float64]) -> CompactHead:
+    """The balanced logistic regression as a graph module (standardise, then one Linear)."""
+    import torch
+
+    from edge_ser_model.loco import fit_lr
+
+    clf = fit_lr(x, y, w)
+    scaler, lr = clf[0], clf[-1]
+    head = CompactHead(x.shape[1], hidden=0).eval()
+    with torch.no_grad():
+        head.feat_mean.copy_(torch.from_numpy(scaler.mean_.astype(np.float32)))
+        head.feat_std.copy_(torch.from_numpy(scaler.scale_.astype(np.float32)))
+        linear = head.net[-1]
+        linear.weight.copy_(torch.from_numpy(lr.coef_.astype(np.float32)))
+        linear.bias.copy_(torch.from_numpy(lr.intercept_.astype(np.float32)))
+    return head
+
+
+def frozen_summary(report: dict[str, Any] | None) -> str:
+    """The evaluation's leave-one-corpus-out figures for the metadata ``evaluation`` JSON."""
+    if not report or "corpora" not in report:
+        return evaluation_summary(report)
+    choice = report["choice"]["system"]
+    s = report["systems"][choice]
+    out = {"protocol": "leave-one-corpus-out", "system": choice,
+           "uar_mean": round(s["uar_mean"], 4), "uar_min": round(s["uar_min"], 4),
+           "per_corpus_uar": {c: round(v["uar"], 4) for c, v in s["per_corpus"].items()}}
+    base = report["systems"].get("egemaps_lr")
+    if base:
+        out["egemaps_lr_uar_mean"] = round(base["uar_mean"], 4)
+    return json.dumps(out, sort_keys=True)
+
+
+def train_and_ship_frozen(
+    clips: Sequence[Clip], feats: NDArray[np.float32], backbone: Any, choice: dict[str, Any],
+    cfg: TrainConfig, args: Any, name: str, evaluation: dict[str, Any] | None, licence: str,
+) -> list[Path]:
+    """Train the chosen head on every clip, export waveform -> logits + embedding, quantize."""
+    from dataclasses import asdict
+
+    from edge_ser_model.export import base_metadata, export_frozen, logits
+    from edge_ser_model.frozen import FrozenSER, Representation
+    from edge_ser_model.loco import sample_weights
+    from edge_ser_model.quantize import agreement, quantize_int8, resolve
+    from edge_ser_model.train import train_head
+
+    rep = Representation.parse(choice["representation"])
+    y = labels_of(clips)
+    w = sample_weights(clips, args.balance)
+    x = rep.select(feats, backbone.width)
+    everyone = np.arange(len(clips), dtype=np.int64)
+    if choice["head"] == "lr":
+        heads = [lr_head(x[:, 0], y, w)]
+    else:
+        heads = []
+        for seed in args.seeds:
+            head, _ = train_head(x, y, everyone, None, TrainConfig(**{**asdict(cfg), "seed": seed}),
+                                 w)
+            heads.append(head)
+    module = FrozenSER(backbone, rep, heads, backbone.width).eval()
+    corpora = sorted({c.corpus for c in clips})
+    calm = "dropped" if args.calm == "drop" else "trained as neutral"
+    meta = base_metadata(
+        backbone.name, f"{name}-fp32", training_data=" + ".join(corpora) + f" (calm {calm})",
+        license=f"{licence}; {FROZEN_LICENSES[backbone.name]}",
+        evaluation=frozen_summary(evaluation), encoder_weights=backbone.weights_id,
+        representation=rep.name, head=f"{choice['head']} x{len(heads)}",
+        outputs="logits,embedding", batching="per-window",
+    )
+    out_dir = Path(args.out)
+    fp32, int8 = out_dir / f"{name}.fp32.onnx", out_dir / f"{name}.int8.onnx"
+    exported = export_frozen(module, fp32, meta)
+    calib = calibration_windows(clips, n=64, seed=0)
+    check = calibration_windows(clips, n=200, seed=1)
+    ref = logits(fp32, check)
+    schemes = FROZEN_SCHEMES if args.scheme == "auto" else (resolve(args.scheme),)
+    tried: dict[str, Any] = {}
+    for scheme in schemes:
+        info = quantize_int8(fp32, int8, calib, scheme)
+        agree = agreement(ref, logits(int8, check))
+        tried[scheme] = {**info, "int8_vs_fp32": agree}
+        log.info("int8 %s: %.2f MB, agreement with fp32 on %d real windows %.3f", scheme,
+                 info["size_mb"], len(check), agree["argmax_agreement"])
+        if agree["argmax_agreement"] >= AGREEMENT_TARGET:
+            break
+    else:
+        log.warning("no int8 scheme reached %.0f %% agreement; shipping %s", 100 * AGREEMENT_TARGET,
+                    scheme)
+    report = {"encoder": backbone.name, "weights": backbone.weights_id, "choice": choice,
+              "members": len(heads), "clips": len(clips), "fp32": exported,
+              "int8": tried[scheme], "schemes_tried": tried}
+    (out_dir / f"{name}.train.json").write_text(json.dumps(report, indent=2) + "\n")
     return [fp32, int8, out_dir / f"{name}.train.json"]

@@ -72,11 +72,13 @@ def lr_factor(step: int, total: int, warmup: float) -> float:
 def train_head(
     feats: NDArray[np.float32], labels: NDArray[np.int64], fit_idx: NDArray[np.int64],
     val_idx: NDArray[np.int64] | None, cfg: TrainConfig,
+    weights: NDArray[np.float64] | None = None,
 ) -> tuple[CompactHead, dict[str, float]]:
     """Train one head; returns its weights and a small history.
 
     With ``val_idx`` (early stopping) the weights are the best on validation UAR; without it they
-    are those after the last epoch (``val_uar`` is then -1).
+    are those after the last epoch (``val_uar`` is then -1). With per-clip ``weights`` each epoch
+    draws its clips in proportion to them (with replacement) instead of each clip once.
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -93,7 +95,11 @@ def train_head(
     epoch = 0
     for epoch in range(cfg.epochs):
         head.train()
-        order = rng.permutation(fit_idx)
+        if weights is None:
+            order = rng.permutation(fit_idx)
+        else:
+            p = weights[fit_idx] / weights[fit_idx].sum()
+            order = rng.choice(fit_idx, size=len(fit_idx), p=p)
         pick = rng.integers(0, feats.shape[1], size=len(order))
         for start in range(0, len(order), cfg.batch_size):
             batch = order[start : start + cfg.batch_size]
