@@ -10,6 +10,17 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from edge_ser.config.base import Strict as _Strict
 
+#: MQTT's length limit for a string (host, user name, password, client id, topic), in bytes
+MQTT_STRING_MAX = 65_535
+#: A DNS name's length limit, in bytes (host names longer than this are never resolvable)
+DNS_NAME_MAX = 253
+#: The longest default device id: a host name (at most 64) + "-" + 6 hex digits
+DEFAULT_DEVICE_ID_MAX = 71
+#: What the longest topics add to <prefix> and <device_id>: "/" + "/availability", and
+#: "/sensor/" + "/windows_dropped/config" after <discovery_prefix>
+_TOPIC_TAIL = len("//availability")
+_DISCOVERY_TAIL = len("/sensor//windows_dropped/config")
+
 
 class TlsConfig(_Strict):
     ca: Path | None = Field(None, description="CA certificate file (PEM) to verify the broker.")
@@ -101,4 +112,51 @@ class MqttConfig(_Strict):
                              "(mqtt.port and mqtt.tls say the rest)")
         if self.host is not None and any(c.isspace() for c in self.host):  # ' ' too
             raise ValueError("mqtt.host must be a host name or address, without spaces")
+        if self.host is not None:
+            _check_host(self.host)
+        for key in ("username", "client_id"):
+            _check_mqtt_string(f"mqtt.{key}", getattr(self, key))
+        self._check_topic_lengths()
         return self
+
+    def _check_topic_lengths(self) -> None:
+        """paho packs topics (the last will's too) as MQTT strings: one over 65,535 bytes
+        killed its network thread."""
+        dev = len(self.device_id) if self.device_id else DEFAULT_DEVICE_ID_MAX
+        for key, prefix, tail in (("mqtt.prefix", self.prefix, _TOPIC_TAIL),
+                                  ("mqtt.discovery_prefix", self.discovery_prefix,
+                                   _DISCOVERY_TAIL)):
+            size = len(prefix.encode("utf-8")) + dev + tail
+            if size > MQTT_STRING_MAX:
+                blame = "mqtt.device_id" if self.device_id and dev > len(prefix) else key
+                raise ValueError(f"{blame} makes topics {size:,} bytes long; MQTT allows at "
+                                 f"most {MQTT_STRING_MAX:,}")
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    return repr(text[:limit]) + (f"... ({len(text):,} characters)" if len(text) > limit else "")
+
+
+def _check_host(host: str) -> None:
+    """What the socket layer would refuse (in paho's network thread, which then died): a host
+    name it cannot encode as IDNA (an empty label, ``broker..lan``, or one over 63 characters)
+    or one longer than any DNS name."""
+    try:
+        encoded = host.encode("idna")
+    except UnicodeError as exc:
+        why = exc.__cause__ or exc
+        raise ValueError(f"mqtt.host {_shown(host)} is not a valid host name ({why}: each part "
+                         "between dots must be 1-63 characters)") from None
+    if len(encoded.rstrip(b".")) > DNS_NAME_MAX:
+        raise ValueError(f"mqtt.host {_shown(host)} is longer than a host name can be "
+                         f"({DNS_NAME_MAX} characters)")
+
+
+def _check_mqtt_string(key: str, value: str | None) -> None:
+    if value is None:
+        return
+    size = len(value.encode("utf-8"))
+    if size > MQTT_STRING_MAX:
+        raise ValueError(f"{key} is {size:,} bytes long; MQTT allows at most {MQTT_STRING_MAX:,}")
+    if "\x00" in value:
+        raise ValueError(f"{key} holds a NUL character, which MQTT does not allow")

@@ -11,6 +11,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 
 from edge_ser.config import MqttConfig, TlsConfig
+from edge_ser.config.mqtt import MQTT_STRING_MAX
 from edge_ser.errors import PublishError
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ def read_password(path: Path, config_dir: Path | None = None) -> str:
     password = text.splitlines()[0] if text else ""
     if not password:
         raise PublishError(f"mqtt.password_file: {real}: the file is empty")
+    size = len(password.encode("utf-8"))
+    if size > MQTT_STRING_MAX:  # paho's network thread died packing it
+        raise PublishError(f"mqtt.password_file: {real}: the password is {size:,} bytes long; "
+                           f"MQTT allows at most {MQTT_STRING_MAX:,}")
     log.debug("mqtt password read from %s", real)
     return password
 
