@@ -24,7 +24,7 @@ from edge_ser import SAMPLE_RATE
 from edge_ser.aggregate import EmotionResult
 from edge_ser.capture import Chunk, DropOldestQueue, QueueClosed, split_at_gaps
 from edge_ser.config import Config
-from edge_ser.errors import EdgeSerError, OutputClosed
+from edge_ser.errors import EdgeSerError, OutputClosed, PublishError
 from edge_ser.memory import MemoryGuard, limit_malloc_arenas
 from edge_ser.model import EmotionModel
 from edge_ser.publish.sink import EventSink, make_sink, resolve_device_id, state_from_event
@@ -77,6 +77,7 @@ class Daemon:
         self._wake = threading.Event()  # set by a stop request only: cuts a rest short
         self.stopper = StopControl(cfg.mqtt.stop_flush_s + STOP_GRACE_S, self._wake)
         self._source_error: EdgeSerError | None = None
+        self._sink_error: PublishError | None = None
         self._stopping = False
         self._windows_after_stop = 0
         self._threads = cfg.model.threads
@@ -181,6 +182,8 @@ class Daemon:
             self._shutdown()
         if self._source_error is not None:
             raise self._source_error
+        if self._sink_error is not None:  # exit 2: systemd restarts the service
+            raise self._sink_error
         if self.sink.undelivered:  # logged by the sink; a script must not read success
             return 1
         return 0
@@ -201,10 +204,19 @@ class Daemon:
                 self._emit(self.pipeline.flush())
                 self.stopper.request("end of input")
             self.notifier.watchdog()
+            self._check_sink()
             self.thermal.poll()
             if time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + interval
                 self.sink.publish_stats(self.stats())
+
+    def _check_sink(self) -> None:
+        """A sink that can never deliver again (paho's network thread died) stops the run:
+        buffering for a broker it will never reach would look like a healthy daemon."""
+        failure = self.sink.failure
+        if failure is not None and self._sink_error is None:
+            self._sink_error = PublishError(failure)
+            self.request_stop("mqtt client failed")
 
     def _feed(self, run: list[Chunk]) -> None:
         for c in run:

@@ -367,3 +367,33 @@ def test_outbox_overflow_drops_oldest_and_counts(
     assert st.json()["events_dropped"] == 7
     time.sleep(0.3)
     assert len(sub.messages(EMOTION)) == 5
+
+
+def test_a_network_thread_that_dies_is_an_error_not_a_broker_away(
+    broker: Broker, sinks: list[MqttSink], caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before, paho's thread died with a traceback (an IDNA UnicodeError here) and the sink said
+    'not reachable ... events are buffered', with no thread left to ever send them."""
+    caplog.set_level(logging.INFO, logger="edge_ser")
+    cfg = broker.mqtt_config().model_copy(update={"host": "broker..lan"})  # past the check
+    sink = MqttSink(cfg, device_id=DEV)
+    sinks.append(sink)
+    with pytest.raises(PublishError, match=r"network thread stopped \(UnicodeError: .*idna"):
+        sink.start(wait_s=5)
+    assert sink.failure is not None and not sink.connected
+    assert not any("not reachable" in r.getMessage() for r in caplog.records)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_network_thread_that_dies_later_sets_the_failure(
+    broker: Broker, sinks: list[MqttSink]
+) -> None:
+    sink = _sink(sinks, broker)
+    sink.start(wait_s=5)
+    assert sink.failure is None
+    sink._client._host = "broker..lan"  # what the reconnect after the restart resolves
+    broker.restart()
+    _wait_until(lambda: sink.failure is not None, timeout=20)
+    assert "network thread stopped (UnicodeError" in (sink.failure or "")
+    assert not sink.connected

@@ -8,6 +8,7 @@ set-up), which fail the daemon's start, from network trouble, which is retried w
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -24,9 +25,25 @@ _SOCKET_ERROR = "failed to receive on socket: "
 
 
 class RecordingClient(paho.Client):
-    """paho's client, remembering why the last connection attempt raised (paho does not say)."""
+    """paho's client, remembering why the last connection attempt raised (paho does not say),
+    and telling ``on_loop_end`` when its network thread's loop ends, with the exception that
+    ended it (paho lets any other than OSError end the thread: nothing is sent after that)."""
 
     last_error: OSError | None = None
+    on_loop_end: Callable[[BaseException | None], None] | None = None
+
+    def loop_forever(self, timeout: float = 1.0,
+                     retry_first_connection: bool = False) -> MQTTErrorCode:
+        try:
+            rc = super().loop_forever(timeout, retry_first_connection)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the thread is over
+            if self.on_loop_end is None:
+                raise
+            self.on_loop_end(exc)  # instead of threading's traceback on stderr
+            return MQTTErrorCode.MQTT_ERR_UNKNOWN
+        if self.on_loop_end is not None:
+            self.on_loop_end(None)
+        return rc
 
     def reconnect(self) -> MQTTErrorCode:
         try:
@@ -81,6 +98,13 @@ def dropped_before_connack(broker: str, client_error: str | None) -> tuple[str, 
     why = f" ({detail})" if detail else ""
     return (f"mqtt broker {broker} closed the connection before accepting it{why}: is it an "
             "MQTT broker, and does that port want TLS (mqtt.tls)? retrying with backoff", False)
+
+
+def thread_died(broker: str, exc: BaseException | None) -> str:
+    """paho's network thread ended by itself: nothing more can be sent."""
+    why = f"{type(exc).__name__}: {exc}" if exc is not None else "its loop returned"
+    return (f"mqtt client for {broker}: its network thread stopped ({' '.join(why.split())}); "
+            "nothing more can be delivered")
 
 
 def power_of_ten(n: int) -> bool:

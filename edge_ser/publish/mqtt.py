@@ -28,6 +28,7 @@ from edge_ser.publish.client import (
     new_client,
     power_of_ten,
     refused,
+    thread_died,
 )
 from edge_ser.publish.discovery import Announcer, discovery_messages
 from edge_ser.publish.outbox import Outbox
@@ -64,6 +65,7 @@ class MqttSink:
         self._connected = False
         self._online_mid: int | None = None
         self._fatal: str | None = None
+        self.failure: str | None = None  # set when paho's network thread is gone for good
         self._last_problem: str | None = None
         self._client_error: str | None = None  # paho's last error log line
         self._connack = False  # the broker answered this connection attempt
@@ -78,6 +80,7 @@ class MqttSink:
         client_id = self._cfg.client_id or f"edge-ser-{self.device_id}"
         client = new_client(self._cfg, client_id, self.topics.availability)
         client.on_log = self._on_log
+        client.on_loop_end = self._on_loop_end
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -245,6 +248,20 @@ class MqttSink:
                 self._pump.set_ready(True)
                 self._online_mid = None
             self._cond.notify_all()
+
+    def _on_loop_end(self, exc: BaseException | None) -> None:
+        """paho's network thread is ending. After stop() that is the plan; otherwise it died (an
+        exception paho does not catch) and must not pass for a broker that is away."""
+        if exc is None and self._closing:
+            return
+        message = thread_died(self.broker, exc)
+        with self._cond:
+            self.failure = self._fatal = message
+            self._connected = False
+            self._pump.set_ready(False)
+            self._cond.notify_all()
+        # said once, by whoever reads it: wait_connected() raises it, the daemon exits with it
+        log.debug("mqtt: network thread ended", exc_info=exc)
 
     def _on_log(self, client: paho.Client, userdata: Any, level: int, text: str) -> None:
         if level == paho.MQTT_LOG_ERR and text.startswith("Caught exception"):

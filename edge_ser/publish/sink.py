@@ -61,6 +61,9 @@ class EventSink(Protocol):
 
     #: events still undelivered when :meth:`stop` returned (count; lost with the process)
     undelivered: int
+    #: why the sink can never deliver again (paho's network thread died), else None: the
+    #: daemon stops and exits with it rather than buffer for a broker it will never reach
+    failure: str | None
 
     @property
     def connected(self) -> bool:
