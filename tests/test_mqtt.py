@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -397,3 +398,42 @@ def test_a_network_thread_that_dies_later_sets_the_failure(
     _wait_until(lambda: sink.failure is not None, timeout=20)
     assert "network thread stopped (UnicodeError" in (sink.failure or "")
     assert not sink.connected
+
+
+def test_a_lost_connection_names_its_cause(
+    broker: Broker, sinks: list[MqttSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: 'lost the connection to ... (Unspecified error)', whatever paho had seen."""
+    caplog.set_level(logging.INFO, logger="edge_ser")
+    sink = _sink(sinks, broker)
+    sink.start(wait_s=5)
+    broker.stop()
+    _wait_until(lambda: not sink.connected)
+    lost = [r.getMessage() for r in caplog.records if "lost the connection" in r.getMessage()]
+    assert len(lost) == 1 and "Unspecified error" not in lost[0], lost
+    assert re.search(r"\((Connection reset by peer|the broker closed it)\)", lost[0]), lost
+
+
+def test_a_port_that_accepts_tcp_and_never_answers_is_described_as_such(
+    sinks: list[MqttSink], broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: 'closed the connection before accepting it (Client is not connected. Socket:
+    None). Last known Connection State: MQTT_CS_CONNECTING)', paho's state, not the cause."""
+    import socket
+
+    caplog.set_level(logging.DEBUG, logger="edge_ser.publish.mqtt")  # repeats are at DEBUG
+    with socket.socket() as hole:  # accepts (the kernel does) and never says a word
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)
+        sink = _sink(sinks, broker, port=hole.getsockname()[1], keepalive_s=5)
+        sink.start()
+
+        def said() -> list[str]:
+            ours = [r.getMessage() for r in caplog.records if r.name == "edge_ser.publish.mqtt"]
+            return [m for m in ours if m.startswith("mqtt broker")]
+
+        _wait_until(lambda: len(said()) >= 2, timeout=30)  # the first two attempts
+        sink.stop()
+    for line in said():
+        assert "accepted the TCP connection but never answered MQTT's CONNECT" in line, line
+        assert "MQTT_CS" not in line and "Client is not connected" not in line, line

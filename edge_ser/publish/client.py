@@ -7,6 +7,7 @@ set-up), which fail the daemon's start, from network trouble, which is retried w
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Callable
 
@@ -22,6 +23,9 @@ from edge_ser.publish.credentials import apply_credentials
 #: bad authentication method.
 FATAL_REASONS = frozenset({132, 133, 134, 135, 138, 140})
 _SOCKET_ERROR = "failed to receive on socket: "
+#: paho's log line when its loop finds no socket: its state, not a cause (it comes after the
+#: disconnect it would be taken to explain)
+NOT_CONNECTED = "Client is not connected"
 
 
 class RecordingClient(paho.Client):
@@ -88,9 +92,13 @@ def connect_failed(broker: str, exc: OSError | None, tls: bool = False) -> tuple
     return f"mqtt broker {broker} unreachable: {why}; retrying with backoff", False
 
 
-def dropped_before_connack(broker: str, client_error: str | None) -> tuple[str, bool]:
+def dropped_before_connack(broker: str, client_error: str | None, reason: ReasonCode,
+                           keepalive_s: int) -> tuple[str, bool]:
     """The broker closed a fresh connection before its CONNACK: a TLS session it refused (e.g.
-    it wants a client cert), or plain MQTT sent to a TLS port, or no MQTT broker there."""
+    it wants a client cert), or plain MQTT sent to a TLS port, or no MQTT broker there; or
+    paho gave up waiting for the CONNACK (a port that accepts TCP and never answers)."""
+    if _keepalive_timeout(reason):
+        return no_connack(broker, keepalive_s)
     detail = (client_error or "").removeprefix(_SOCKET_ERROR)
     if "SSL" in detail:
         return (f"mqtt broker {broker}: TLS session refused by the broker ({detail}); check "
@@ -105,6 +113,30 @@ def thread_died(broker: str, exc: BaseException | None) -> str:
     why = f"{type(exc).__name__}: {exc}" if exc is not None else "its loop returned"
     return (f"mqtt client for {broker}: its network thread stopped ({' '.join(why.split())}); "
             "nothing more can be delivered")
+
+
+def _keepalive_timeout(reason: ReasonCode) -> bool:
+    return str(reason) == "Keep alive timeout"
+
+
+def no_connack(broker: str, keepalive_s: int) -> tuple[str, bool]:
+    """paho gave up on a connection whose CONNACK never came (after ``keepalive_s``)."""
+    return (f"mqtt broker {broker} accepted the TCP connection but never answered MQTT's "
+            f"CONNECT (waited mqtt.keepalive_s, {keepalive_s} s): is it an MQTT broker, is it "
+            "stuck, does that port want TLS (mqtt.tls)? retrying with backoff", False)
+
+
+def lost_because(reason: ReasonCode, client_error: str | None, keepalive_s: int) -> str:
+    """Why an accepted connection ended, in words: paho says only 'Unspecified error' for a
+    socket that closed or failed, and logs the socket's error separately."""
+    if _keepalive_timeout(reason):
+        return f"the broker stopped answering: nothing within mqtt.keepalive_s, {keepalive_s} s"
+    detail = (client_error or "").removeprefix(_SOCKET_ERROR)
+    if detail:
+        return re.sub(r"^\[Errno \d+\] ", "", detail)
+    if str(reason) == "Unspecified error":  # recv() read the end of the stream
+        return "the broker closed it"
+    return str(reason)
 
 
 def power_of_ten(n: int) -> bool:

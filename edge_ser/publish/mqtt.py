@@ -22,9 +22,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_ser.config import MqttConfig
 from edge_ser.errors import PublishError
 from edge_ser.publish.client import (
+    NOT_CONNECTED,
     RecordingClient,
     connect_failed,
     dropped_before_connack,
+    lost_because,
     new_client,
     power_of_ten,
     refused,
@@ -234,11 +236,12 @@ class MqttSink:
             self._cond.notify_all()
         error, self._client_error = self._client_error, None
         answered, self._connack = self._connack, False
+        keepalive = self._cfg.keepalive_s
         if not was and not answered and not self._closing:
-            self._problem(*dropped_before_connack(self.broker, error))
+            self._problem(*dropped_before_connack(self.broker, error, reason, keepalive))
         elif was and not self._closing:
             log.warning("mqtt: lost the connection to %s (%s); reconnecting, events are "
-                        "buffered", self.broker, reason)
+                        "buffered", self.broker, lost_because(reason, error, keepalive))
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
                     reason: ReasonCode, properties: Any) -> None:
@@ -266,7 +269,7 @@ class MqttSink:
     def _on_log(self, client: paho.Client, userdata: Any, level: int, text: str) -> None:
         if level == paho.MQTT_LOG_ERR and text.startswith("Caught exception"):
             log.error("mqtt client: %s", text)
-        elif level == paho.MQTT_LOG_ERR:
+        elif level == paho.MQTT_LOG_ERR and not text.startswith(NOT_CONNECTED):
             self._client_error = text  # explained by the disconnect callback
         _paho_log.debug("%s", text)
 
