@@ -437,3 +437,43 @@ def test_a_port_that_accepts_tcp_and_never_answers_is_described_as_such(
     for line in said():
         assert "accepted the TCP connection but never answered MQTT's CONNECT" in line, line
         assert "MQTT_CS" not in line and "Client is not connected" not in line, line
+
+
+def test_two_clients_with_one_id_are_told_apart_and_back_off(
+    broker: Broker, sinks: list[MqttSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two boards with the same device id took the session from each other every second,
+    forever, each saying only 'lost the connection (Unspecified error)'."""
+    from edge_ser.publish.client import TWIN_BACKOFF_S
+
+    caplog.set_level(logging.INFO, logger="edge_ser")
+    first, second = _sink(sinks, broker), _sink(sinks, broker)  # both kitchen-1
+    first.start(wait_s=5)
+    second.start(wait_s=5)
+
+    def told() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "closed our session" in r.getMessage()]
+
+    _wait_until(lambda: bool(told()), timeout=40)
+    (line,) = told()
+    assert "same client id 'edge-ser-kitchen-1'" in line and "own mqtt.device_id" in line, line
+    assert f"reconnecting every {TWIN_BACKOFF_S} s" in line, line
+    assert max(first.takeovers.backoff_s, second.takeovers.backoff_s) == TWIN_BACKOFF_S
+    assert "already connected, closing old connection" in broker.log_text()
+
+
+def test_a_broker_restart_is_not_taken_for_a_twin(
+    broker: Broker, sinks: list[MqttSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restart drops the session too, but the broker is then away for a reconnect or more."""
+    caplog.set_level(logging.INFO, logger="edge_ser")
+    sink = _sink(sinks, broker)
+    sink.start(wait_s=5)
+    for _ in range(4):
+        broker.stop()
+        _wait_until(lambda: not sink.connected)
+        time.sleep(1.5)  # the reconnect after 1 s finds no broker
+        broker.start()
+        assert sink.wait_connected(10)
+    assert sink.takeovers.backoff_s == 0
+    assert not any("closed our session" in r.getMessage() for r in caplog.records)

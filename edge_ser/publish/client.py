@@ -7,8 +7,10 @@ set-up), which fail the daemon's start, from network trouble, which is retried w
 
 from __future__ import annotations
 
+import math
 import re
 import ssl
+import time
 from collections.abc import Callable
 
 import paho.mqtt.client as paho
@@ -137,6 +139,60 @@ def lost_because(reason: ReasonCode, client_error: str | None, keepalive_s: int)
     if str(reason) == "Unspecified error":  # recv() read the end of the stream
         return "the broker closed it"
     return str(reason)
+
+
+#: a session the broker ends sooner than this after accepting it (s) may have been taken over
+SHORT_SESSION_S = 10.0
+#: that many short sessions in a row: another client uses our client id
+TAKEOVERS_IN_A_ROW = 3
+#: then wait this long (s) before reconnecting, doubling per further takeover up to the max
+TWIN_BACKOFF_S = 30
+TWIN_BACKOFF_MAX_S = 600
+
+
+class TakeoverWatch:
+    """Counts sessions that the broker ended by closing the socket soon after accepting them.
+
+    That is all MQTT 3.1.1 shows a client whose id another client has just used: the broker
+    closes the older connection without a word. Two boards with the same id then take the
+    session from each other at every reconnect, forever, unless they back off.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since: float | None = None
+        self.in_a_row = 0
+        self.total = 0  # short sessions closed by the broker since start (count)
+        self.backoff_s = 0  # the reconnect delay it asks for (s); 0: the configured one
+
+    def connected(self) -> None:
+        self._since = self._clock()
+
+    def ended(self, closed_by_broker: bool) -> int:
+        """A session ended; returns the reconnect delay to use (s, 0 = the configured one)."""
+        lived = self._clock() - self._since if self._since is not None else math.inf
+        self._since = None
+        if closed_by_broker and lived < SHORT_SESSION_S:
+            self.in_a_row += 1
+            self.total += 1
+        else:
+            self.in_a_row = 0
+        extra = self.in_a_row - TAKEOVERS_IN_A_ROW
+        self.backoff_s = min(TWIN_BACKOFF_MAX_S, TWIN_BACKOFF_S * 2 ** extra) if extra >= 0 else 0
+        return self.backoff_s
+
+    def unreachable(self) -> None:
+        """A connection attempt failed: the broker is away, not taken."""
+        self.in_a_row = 0
+        self.backoff_s = 0
+
+
+def taken_over(broker: str, client_id: str, key: str, count: int, backoff_s: int) -> str:
+    return (f"mqtt broker {broker} closed our session {count} times within seconds of "
+            f"accepting it: another client is probably connected with the same client id "
+            f"'{client_id}' (a second board with the same {key}?): give each board its own "
+            f"{key}; reconnecting every {backoff_s} s meanwhile instead of taking the session "
+            "back at once")
 
 
 def power_of_ten(n: int) -> bool:

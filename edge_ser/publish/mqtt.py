@@ -24,12 +24,14 @@ from edge_ser.errors import PublishError
 from edge_ser.publish.client import (
     NOT_CONNECTED,
     RecordingClient,
+    TakeoverWatch,
     connect_failed,
     dropped_before_connack,
     lost_because,
     new_client,
     power_of_ten,
     refused,
+    taken_over,
     thread_died,
 )
 from edge_ser.publish.discovery import Announcer, discovery_messages
@@ -71,6 +73,7 @@ class MqttSink:
         self._last_problem: str | None = None
         self._client_error: str | None = None  # paho's last error log line
         self._connack = False  # the broker answered this connection attempt
+        self.takeovers = TakeoverWatch()
         self._started = self._closing = self._closed = False
         self._client = self._make_client()
         self._pump = Pump(self._client, self._outbox, self.topics.state,
@@ -79,8 +82,8 @@ class MqttSink:
     # --- set-up ------------------------------------------------------------------------------
 
     def _make_client(self) -> RecordingClient:
-        client_id = self._cfg.client_id or f"edge-ser-{self.device_id}"
-        client = new_client(self._cfg, client_id, self.topics.availability)
+        self.client_id = self._cfg.client_id or f"edge-ser-{self.device_id}"
+        client = new_client(self._cfg, self.client_id, self.topics.availability)
         client.on_log = self._on_log
         client.on_loop_end = self._on_loop_end
         client.on_connect = self._on_connect
@@ -218,11 +221,17 @@ class MqttSink:
             self._online_mid = info.mid
             self._fatal = self._last_problem = None
             self._cond.notify_all()
-        log.info("mqtt: connected to %s (%d events buffered)", self.broker, len(self._outbox))
+        self.takeovers.connected()
+        log.log(logging.DEBUG if self.takeovers.backoff_s else logging.INFO,
+                "mqtt: connected to %s (%d events buffered)", self.broker, len(self._outbox))
         if self._announcer is not None:
             self._announcer.on_connect(client)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        backed_off = self.takeovers.backoff_s
+        self.takeovers.unreachable()  # the broker is away: not a session taken
+        if backed_off:
+            self._reconnect_after(0)
         self._problem(*connect_failed(self.broker, self._client.last_error,
                                       tls=self._cfg.tls is not None))
 
@@ -240,8 +249,28 @@ class MqttSink:
         if not was and not answered and not self._closing:
             self._problem(*dropped_before_connack(self.broker, error, reason, keepalive))
         elif was and not self._closing:
-            log.warning("mqtt: lost the connection to %s (%s); reconnecting, events are "
-                        "buffered", self.broker, lost_because(reason, error, keepalive))
+            why = lost_because(reason, error, keepalive)
+            # a takeover reads as EOF, a reset or a broken pipe, depending on timing
+            self._session_ended(closed_by_broker=str(reason) != "Keep alive timeout")
+            log.log(logging.DEBUG if self.takeovers.backoff_s else logging.WARNING,
+                    "mqtt: lost the connection to %s (%s); reconnecting, events are buffered",
+                    self.broker, why)
+
+    def _session_ended(self, closed_by_broker: bool) -> None:
+        """Back off from a session another client keeps taking (see TakeoverWatch)."""
+        watch = self.takeovers
+        before = watch.backoff_s
+        backoff = watch.ended(closed_by_broker)
+        if backoff != before:
+            self._reconnect_after(backoff)
+        if backoff and (not before or power_of_ten(watch.total)):
+            key = "mqtt.client_id" if self._cfg.client_id else "mqtt.device_id"
+            log.warning("%s", taken_over(self.broker, self.client_id, key, watch.total, backoff))
+
+    def _reconnect_after(self, backoff_s: int) -> None:
+        """paho's next reconnect waits ``backoff_s`` (0: back to mqtt.reconnect_min_s/max_s)."""
+        low = backoff_s or self._cfg.reconnect_min_s
+        self._client.reconnect_delay_set(low, max(low, self._cfg.reconnect_max_s))
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
                     reason: ReasonCode, properties: Any) -> None:
