@@ -55,7 +55,9 @@ class MqttConfig(_Strict):
     )
     device_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]+$",
-        description="Device id in topics (letters, digits, '_', '-'); null = host name.",
+        description="Device id in topics and Home Assistant ids (letters, digits, '_', '-'); "
+        "null = the host name, '-' and 6 hex digits from /etc/machine-id (e.g. "
+        "raspberrypi-3fa2c1: the same on every start, different on every board).",
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
     qos: Literal[0, 1, 2] = Field(1, description="QoS of emotion events.")
