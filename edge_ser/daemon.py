@@ -4,7 +4,7 @@ The worker loop runs in the main thread (so signals reach it between blocks): it
 queued chunk, feeds the pipeline, publishes each utterance's event and the retained ``state``,
 pings the systemd watchdog (each window and each :data:`TICK_S` of duty-cycle rest), polls the
 thermal zone and publishes ``stats`` periodically.
-SIGTERM/SIGINT finish the current window, publish ``offline`` and return 0; a hard deadline
+SIGTERM/SIGINT/SIGHUP finish the current window, publish ``offline`` and return 0; a hard deadline
 (``mqtt.stop_flush_s`` + :data:`STOP_GRACE_S`, :mod:`edge_ser.stopping`) makes sure the
 process is gone even if something hangs.
 A file or stdin source that ends is flushed and the daemon returns 0.
@@ -76,6 +76,7 @@ class Daemon:
         self.events = 0
         self._wake = threading.Event()  # set by a stop request only: cuts a rest short
         self.stopper = StopControl(cfg.mqtt.stop_flush_s + STOP_GRACE_S, self._wake)
+        self.stopper.undelivered = self._undelivered_now
         self._source_error: EdgeSerError | None = None
         self._sink_error: PublishError | None = None
         self._stopping = False
@@ -91,6 +92,11 @@ class Daemon:
     def request_stop(self, reason: str) -> None:
         """Ask the worker to stop after the current block (safe from any thread)."""
         self.stopper.request(reason)
+
+    def _undelivered_now(self) -> int:
+        """Events the sink still holds, read without its locks (for a signal handler)."""
+        sink = getattr(self, "sink", None)
+        return int(getattr(sink, "buffered_now", 0))
 
     def _source_done(self, error: EdgeSerError | None) -> None:
         if error is not None:
@@ -263,7 +269,7 @@ class Daemon:
         self.notifier.stopping()
         self.source.stop()
         self.queue.close()
-        if reason in ("SIGTERM", "SIGINT"):
+        if reason in ("SIGTERM", "SIGINT", "SIGHUP"):
             self._stopping = True
             try:
                 self._emit(self.pipeline.flush())  # the open utterance, at most one window

@@ -163,6 +163,9 @@ class MqttSink:
                 return
             self._closing = True
             deadline = time.monotonic() + self._cfg.stop_flush_s
+            if self._started and self._fatal is None and len(self._outbox) > 0:
+                log.info("mqtt: waiting up to %g s (mqtt.stop_flush_s) for %d buffered events",
+                         self._cfg.stop_flush_s, len(self._outbox))
             while self._started and self._fatal is None and len(self._outbox) > 0:  # maybe soon
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -201,6 +204,11 @@ class MqttSink:
     def buffered(self) -> int:
         """Events waiting for the broker or for its acknowledgement (count)."""
         return len(self._outbox)
+
+    @property
+    def buffered_now(self) -> int:
+        """:attr:`buffered` without locks: for a signal handler."""
+        return self._outbox.size_now()
 
     # --- paho callbacks (loop thread) --------------------------------------------------------
 
