@@ -81,6 +81,10 @@ def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
         ("mqtt:\n  username: 1234\n", 2, "mqtt.username", "quote it, '1234'"),
         ("model:\n  path: null\n", 2, "model.path", "must be a file path"),
         ("source: 3\n", 1, "source", "must be a section of keys"),
+        ("mqtt:\n  buffer_events: 100000000000000000000\n", 2, "mqtt.buffer_events",
+         "less than or equal to 100000"),
+        ("budgets:\n  memory:\n    rss_mb: 100\nmqtt:\n  buffer_events: 50000\n", 5,
+         "mqtt.buffer_events", "more than half of budgets.memory.rss_mb (100 MiB): at most 34133"),
     ],
 )
 def test_errors_name_file_line_and_key(

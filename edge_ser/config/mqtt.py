@@ -12,6 +12,10 @@ from edge_ser.config.base import Strict as _Strict
 
 #: MQTT's length limit for a string (host, user name, password, client id, topic), in bytes
 MQTT_STRING_MAX = 65_535
+#: Memory an event takes in the offline buffer (KiB): measured with tracemalloc for a 60-s
+#: utterance (8 windows; 0.6 KiB for one window), see docs/mqtt.md
+EVENT_KIB = 1.5
+BUFFER_EVENTS_MAX = 100_000  # 146 MiB of events at EVENT_KIB
 #: A DNS name's length limit, in bytes (host names longer than this are never resolvable)
 DNS_NAME_MAX = 253
 #: The longest default device id: a host name (at most 64) + "-" + 6 hex digits
@@ -68,7 +72,9 @@ class MqttConfig(_Strict):
         60, ge=1, description="Largest reconnect delay in whole seconds (doubling from the first)."
     )
     buffer_events: int = Field(
-        1000, ge=1, description="Events kept while the broker is away (count); oldest dropped."
+        1000, ge=1, le=BUFFER_EVENTS_MAX,
+        description="Events kept while the broker is away (count, at most 100000, and their "
+        f"memory, {EVENT_KIB} KiB each, at most half of budgets.memory.rss_mb); oldest dropped.",
     )
     discovery: bool = Field(True, description="Publish Home Assistant discovery configs.")
     discovery_prefix: str = Field(
