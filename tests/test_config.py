@@ -393,3 +393,24 @@ def test_a_password_longer_than_mqtt_allows_is_refused_at_its_key(
     assert err == (f"edge-ser check-config: error: {cfg}:9: mqtt.password_file: "
                    f"{tmp_path / 'pw'}: the password is 10,000,000 bytes long; MQTT allows at "
                    "most 65,535"), err[:300]
+
+
+def test_a_password_file_others_may_read_is_a_warning(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pw = tmp_path / "mqtt-password"
+    pw.write_text("secret\n")
+    cfg = _write(tmp_path, f"source:\n  type: file\n  path: {VOICE_NOTE}\n"
+                           f"model:\n  path: {tiny_model}\nmqtt:\n  host: localhost\n"
+                           "  username: u\n  password_file: mqtt-password\n")
+    pw.chmod(0o644)
+    assert main(["check-config", str(cfg)]) == 0  # allowed, but said
+    out = capsys.readouterr()
+    assert out.out.strip() == "ok"
+    assert out.err.strip() == (
+        f"edge-ser check-config: warning: {cfg}:9: mqtt.password_file: {pw} is readable by its "
+        f"group and everyone (mode 0644): chmod 600 {pw} (under systemd: root-only, handed over "
+        "by LoadCredential=)")
+    pw.chmod(0o600)
+    assert main(["check-config", str(cfg)]) == 0
+    assert capsys.readouterr().err == ""

@@ -299,3 +299,15 @@ def test_stop_keeps_its_deadline_while_paho_hangs_in_a_connect() -> None:
         for c in fill:
             c.close()
         srv.close()
+
+
+def test_run_warns_about_a_password_file_its_group_may_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    pw.chmod(0o640)
+    with caplog.at_level("WARNING", logger="edge_ser"):
+        MqttSink(_mq(host="h", username="u", password_file=pw), device_id="d").stop()
+    (line,) = [r.getMessage() for r in caplog.records if "readable" in r.getMessage()]
+    assert line.startswith(f"mqtt.password_file: {pw} is readable by its group (mode 0640)")
