@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 
 class EdgeSerError(Exception):
     """Base class; ``str(err)`` is a single line fit for a log or a terminal."""
@@ -29,3 +32,21 @@ class PublishError(EdgeSerError):
 
 class OutputClosed(EdgeSerError):
     """The reader of stdout went away (``| head``): the command stops quietly with 141."""
+
+
+def not_a_file(path: str | os.PathLike[str]) -> str:
+    """Why ``path``, which is not a regular file, cannot be read as one: what it is instead
+    (a named pipe given to ``classify`` read 'no such file' before), or 'no such file'."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "no such file"
+    if stat.S_ISFIFO(mode):
+        return ("is a named pipe (FIFO), not a file: a WAV file is read with seeks; save the "
+                "stream to a file first, or send raw PCM to `edge-ser run` (source.type: stdin)")
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    kinds = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    what = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"is {what}, not a file" if what != "not a regular file" else what

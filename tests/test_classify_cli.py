@@ -179,3 +179,18 @@ def test_a_truncated_wav_is_classified_and_flagged(tmp_path: Path) -> None:
     record = json.loads(proc.stdout)
     assert record["emotion"] is not None  # the part that is there is classified
     assert any("EOF" in w for w in record["warnings"]), record
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="POSIX named pipes")
+def test_a_named_pipe_says_what_it_is(tiny_model: Path, tmp_path: Path) -> None:
+    """Before: 'pipe.wav: no such file', for a file that is plainly there."""
+    import os
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    proc = classify(fifo, "--model", tiny_model)  # never opened: no writer needed
+    assert proc.returncode == 1
+    assert proc.stdout.strip().startswith(f"{fifo}: error: {fifo}: is a named pipe (FIFO), not a "
+                                          "file"), proc.stdout
+    assert "no such file" not in proc.stdout
+

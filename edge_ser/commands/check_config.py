@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from edge_ser.config import Config, load_config
-from edge_ser.errors import ConfigError
+from edge_ser.errors import ConfigError, not_a_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,10 @@ def _need_file(path: Path | None, key: str, cfg: Config) -> None:
     if path.is_dir():  # also what an empty value ("") resolves to: the config's folder
         raise ConfigError(f"{cfg.where(key)}: {key}: {path} is a folder, not a file")
     if not path.is_file():
-        raise ConfigError(f"{cfg.where(key)}: {key}: no such file {path}")
+        why = not_a_file(path)
+        if why == "no such file":
+            raise ConfigError(f"{cfg.where(key)}: {key}: no such file {path}")
+        raise ConfigError(f"{cfg.where(key)}: {key}: {path} {why}")
     try:
         with path.open("rb") as f:
             empty = not f.read(1)
