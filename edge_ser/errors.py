@@ -11,7 +11,21 @@ class EdgeSerError(Exception):
 
     def __str__(self) -> str:
         text = super().__str__()
-        return " ".join(text.split())  # never more than one line
+        return printable(" ".join(text.split()))  # never more than one line
+
+
+def printable(text: str) -> str:
+    """``text`` with what a terminal would act on, not show (an escape sequence in a model's
+    metadata, a file name with a bell in it), written as ``\\x1b``-style escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else (
+        f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
 
 
 class ConfigError(EdgeSerError):
