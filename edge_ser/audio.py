@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_ser import SAMPLE_RATE
-from edge_ser.errors import AudioError
+from edge_ser.errors import AudioError, not_a_file
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class WavFile:
         if p.is_dir():
             raise AudioError(f"{p}: is a folder, not a WAV file")
         if not p.is_file():
-            raise AudioError(f"{p}: no such file")
+            raise AudioError(f"{p}: {not_a_file(p)}")
         self.rate = rate
         self._whole: NDArray[np.generic] | None = None
         try:

@@ -4,7 +4,7 @@ The worker loop runs in the main thread (so signals reach it between blocks): it
 queued chunk, feeds the pipeline, publishes each utterance's event and the retained ``state``,
 pings the systemd watchdog (each window and each :data:`TICK_S` of duty-cycle rest), polls the
 thermal zone and publishes ``stats`` periodically.
-SIGTERM/SIGINT finish the current window, publish ``offline`` and return 0; a hard deadline
+SIGTERM/SIGINT/SIGHUP finish the current window, publish ``offline`` and return 0; a hard deadline
 (``mqtt.stop_flush_s`` + :data:`STOP_GRACE_S`, :mod:`edge_ser.stopping`) makes sure the
 process is gone even if something hangs.
 A file or stdin source that ends is flushed and the daemon returns 0.
@@ -24,7 +24,7 @@ from edge_ser import SAMPLE_RATE
 from edge_ser.aggregate import EmotionResult
 from edge_ser.capture import Chunk, DropOldestQueue, QueueClosed, split_at_gaps
 from edge_ser.config import Config
-from edge_ser.errors import EdgeSerError, OutputClosed
+from edge_ser.errors import EdgeSerError, OutputClosed, PublishError
 from edge_ser.memory import MemoryGuard, limit_malloc_arenas
 from edge_ser.model import EmotionModel
 from edge_ser.publish.sink import EventSink, make_sink, resolve_device_id, state_from_event
@@ -76,7 +76,9 @@ class Daemon:
         self.events = 0
         self._wake = threading.Event()  # set by a stop request only: cuts a rest short
         self.stopper = StopControl(cfg.mqtt.stop_flush_s + STOP_GRACE_S, self._wake)
+        self.stopper.undelivered = self._undelivered_now
         self._source_error: EdgeSerError | None = None
+        self._sink_error: PublishError | None = None
         self._stopping = False
         self._windows_after_stop = 0
         self._threads = cfg.model.threads
@@ -90,6 +92,11 @@ class Daemon:
     def request_stop(self, reason: str) -> None:
         """Ask the worker to stop after the current block (safe from any thread)."""
         self.stopper.request(reason)
+
+    def _undelivered_now(self) -> int:
+        """Events the sink still holds, read without its locks (for a signal handler)."""
+        sink = getattr(self, "sink", None)
+        return int(getattr(sink, "buffered_now", 0))
 
     def _source_done(self, error: EdgeSerError | None) -> None:
         if error is not None:
@@ -181,6 +188,8 @@ class Daemon:
             self._shutdown()
         if self._source_error is not None:
             raise self._source_error
+        if self._sink_error is not None:  # exit 2: systemd restarts the service
+            raise self._sink_error
         if self.sink.undelivered:  # logged by the sink; a script must not read success
             return 1
         return 0
@@ -201,10 +210,19 @@ class Daemon:
                 self._emit(self.pipeline.flush())
                 self.stopper.request("end of input")
             self.notifier.watchdog()
+            self._check_sink()
             self.thermal.poll()
             if time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + interval
                 self.sink.publish_stats(self.stats())
+
+    def _check_sink(self) -> None:
+        """A sink that can never deliver again (paho's network thread died) stops the run:
+        buffering for a broker it will never reach would look like a healthy daemon."""
+        failure = self.sink.failure
+        if failure is not None and self._sink_error is None:
+            self._sink_error = PublishError(failure)
+            self.request_stop("mqtt client failed")
 
     def _feed(self, run: list[Chunk]) -> None:
         for c in run:
@@ -251,7 +269,7 @@ class Daemon:
         self.notifier.stopping()
         self.source.stop()
         self.queue.close()
-        if reason in ("SIGTERM", "SIGINT"):
+        if reason in ("SIGTERM", "SIGINT", "SIGHUP"):
             self._stopping = True
             try:
                 self._emit(self.pipeline.flush())  # the open utterance, at most one window

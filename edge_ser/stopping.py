@@ -1,4 +1,8 @@
-"""How a run stops: a stop request, SIGTERM/SIGINT, and the hard deadline after a signal.
+"""How a run stops: a stop request, SIGTERM/SIGINT/SIGHUP, and the hard deadline after a signal.
+
+SIGHUP is a stop request like the others (a closed terminal, or ``kill -HUP``): edge-ser has no
+reload; restart it to read a changed config. Before, SIGHUP's default action killed the process
+with no flush, no ``offline`` and no log line.
 
 A signal handler must not take locks (``Event.set``, ``Thread.start``): the main thread it
 interrupted may hold them. So the handler only records the reason and a deadline; a thread
@@ -12,11 +16,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.25  # how often the deadline thread looks at the clock (s)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SAME_SIGNAL_S = 1.0  # a second signal this soon after the first is the same request (s)
 
 
@@ -31,6 +37,8 @@ class StopControl:
         self._deadline_at: float | None = None  # monotonic time, set by a stop signal
         self.signalled = False
         self._signalled_at = 0.0
+        #: events that an exit now would lose (count); read without locks, from a signal handler
+        self.undelivered: Callable[[], int] = lambda: 0
 
     def request(self, reason: str) -> None:
         """Ask the worker to stop after the current block (the first reason is kept)."""
@@ -39,10 +47,10 @@ class StopControl:
         self._wake.set()
 
     def install(self) -> None:
-        """Handle SIGTERM and SIGINT (from the main thread only) and keep the deadline."""
+        """Handle SIGTERM, SIGINT and SIGHUP (from the main thread only) and keep the deadline."""
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, self._on_signal)
         threading.Thread(target=self._keep_deadline, name="stop-deadline", daemon=True).start()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -51,7 +59,7 @@ class StopControl:
         if self.signalled:
             if now - self._signalled_at < SAME_SIGNAL_S:
                 return  # one kill, delivered twice (timeout(1) also signals the process group)
-            log.warning("second %s: exiting now", name)
+            log.warning("second %s: exiting now%s", name, self._abandoned())
             os._exit(1)
         # no locks here: the worker notices the reason within one tick
         self._signalled_at = now
@@ -59,12 +67,21 @@ class StopControl:
         self.signalled = True
         if self.reason is None:
             self.reason = name
-        log.info("%s received: finishing the current window and stopping", name)
+        log.info("%s received: finishing the current window and stopping%s", name,
+                 " (SIGHUP stops edge-ser: restart it to read a changed config)"
+                 if signum == signal.SIGHUP else "")
+
+    def _abandoned(self) -> str:
+        try:
+            left = self.undelivered()
+        except Exception:  # noqa: BLE001 - never let the count stop the exit
+            return ""
+        return f"; {left} buffered events abandoned, not delivered" if left else ""
 
     def _keep_deadline(self) -> None:
         while True:
             time.sleep(TICK_S)
             at = self._deadline_at
             if at is not None and time.monotonic() >= at:
-                log.error("shutdown is taking too long: exiting now")
+                log.error("shutdown is taking too long: exiting now%s", self._abandoned())
                 os._exit(1)

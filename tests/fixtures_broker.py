@@ -226,6 +226,7 @@ class Broker:
             secret = password if password is not None else PASSWORD
             pw_file = self.workdir / f"client-password-{abs(hash(secret))}"
             pw_file.write_text(secret + "\n")
+            pw_file.chmod(0o600)  # as docs/mqtt.md says: others may not read it (else a warning)
             values.update(username=USERNAME, password_file=pw_file)
         if self.mode == "tls":
             assert self.pki is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,31 @@ def test_a_truncated_wav_is_classified_and_flagged(tmp_path: Path) -> None:
     record = json.loads(proc.stdout)
     assert record["emotion"] is not None  # the part that is there is classified
     assert any("EOF" in w for w in record["warnings"]), record
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="POSIX named pipes")
+def test_a_named_pipe_says_what_it_is(tiny_model: Path, tmp_path: Path) -> None:
+    """Before: 'pipe.wav: no such file', for a file that is plainly there."""
+    import os
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    proc = classify(fifo, "--model", tiny_model)  # never opened: no writer needed
+    assert proc.returncode == 1
+    assert proc.stdout.strip().startswith(f"{fifo}: error: {fifo}: is a named pipe (FIFO), not a "
+                                          "file"), proc.stdout
+    assert "no such file" not in proc.stdout
+
+
+def test_model_metadata_in_an_error_has_its_control_bytes_escaped(
+    make_model: Callable[..., Path], examples: Path
+) -> None:
+    """An escape sequence in a model's metadata reached the terminal as is (it could recolour
+    or clear the screen, or hide the rest of the line)."""
+    bad = make_model("ansi-labels",
+                     metadata={"labels": "anger,happiness,neutral,\x1b[2J\x1b[31msadness\x07"})
+    proc = classify(examples / "voice-note.wav", "--model", bad)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "\x1b" not in line and "\x07" not in line
+    assert "neutral,\\x1b[2J\\x1b[31msadness\\x07 differ from" in line, line

@@ -81,6 +81,10 @@ def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
         ("mqtt:\n  username: 1234\n", 2, "mqtt.username", "quote it, '1234'"),
         ("model:\n  path: null\n", 2, "model.path", "must be a file path"),
         ("source: 3\n", 1, "source", "must be a section of keys"),
+        ("mqtt:\n  buffer_events: 100000000000000000000\n", 2, "mqtt.buffer_events",
+         "less than or equal to 100000"),
+        ("budgets:\n  memory:\n    rss_mb: 100\nmqtt:\n  buffer_events: 50000\n", 5,
+         "mqtt.buffer_events", "more than half of budgets.memory.rss_mb (100 MiB): at most 34133"),
     ],
 )
 def test_errors_name_file_line_and_key(
@@ -343,3 +347,70 @@ def test_a_root_only_password_for_load_credential_is_a_note_not_an_error(
     assert out.out.strip() == "ok" and "note:" in out.err and "LoadCredential=" in out.err
     absolute = text.replace("mqtt-password", str(tmp_path / "mqtt-password"))
     assert main(["check-config", str(_write(tmp_path, absolute))]) == 2  # no unit hands it over
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "line", "key", "why"),
+    [
+        ("  host: 'broker..lan'\n", 2, "mqtt.host", "not a valid host name (label empty"),
+        ("  host: " + "b" * 100_000 + "\n", 2, "mqtt.host", "(100,000 characters)"),
+        ("  host: " + ".".join(["b" * 60] * 5) + "\n", 2, "mqtt.host",
+         "longer than a host name can be"),
+        ("  host: h\n  username: " + "u" * 70_000 + "\n", 3, "mqtt.username",
+         "70,000 bytes long; MQTT allows at most 65,535"),
+        ("  client_id: \"a\\0b\"\n", 2, "mqtt.client_id", "NUL"),
+        ("  prefix: " + "p" * 70_000 + "\n", 2, "mqtt.prefix", "makes topics"),
+        ("  prefix: p\n  device_id: " + "d" * 70_000 + "\n", 3, "mqtt.device_id",
+         "makes topics"),
+        ("  discovery_prefix: " + "h" * 65_500 + "\n", 2, "mqtt.discovery_prefix",
+         "makes topics"),
+    ],
+    ids=["empty-label", "huge-host", "long-dns-name", "huge-user", "nul-client-id",
+         "huge-prefix", "huge-device-id", "long-discovery-prefix"],
+)
+def test_what_paho_cannot_send_is_refused_at_its_key(
+    tmp_path: Path, mqtt: str, line: int, key: str, why: str
+) -> None:
+    """Before, these passed check-config and killed paho's network thread at run (an IDNA
+    UnicodeError, or struct.error packing a string over MQTT's 65,535 bytes)."""
+    path = _write(tmp_path, "mqtt:\n" + mqtt)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}:{line}: {key}"), msg[:300]
+    assert why in msg and len(msg) < 400, msg[:400]
+
+
+def test_a_password_longer_than_mqtt_allows_is_refused_at_its_key(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "pw").write_text("x" * 10_000_000 + "\n")
+    cfg = _write(tmp_path, f"source:\n  type: file\n  path: {VOICE_NOTE}\n"
+                           f"model:\n  path: {tiny_model}\nmqtt:\n  host: localhost\n"
+                           "  username: u\n  password_file: pw\n")
+    assert main(["check-config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"edge-ser check-config: error: {cfg}:9: mqtt.password_file: "
+                   f"{tmp_path / 'pw'}: the password is 10,000,000 bytes long; MQTT allows at "
+                   "most 65,535"), err[:300]
+
+
+def test_a_password_file_others_may_read_is_a_warning(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pw = tmp_path / "mqtt-password"
+    pw.write_text("secret\n")
+    cfg = _write(tmp_path, f"source:\n  type: file\n  path: {VOICE_NOTE}\n"
+                           f"model:\n  path: {tiny_model}\nmqtt:\n  host: localhost\n"
+                           "  username: u\n  password_file: mqtt-password\n")
+    pw.chmod(0o644)
+    assert main(["check-config", str(cfg)]) == 0  # allowed, but said
+    out = capsys.readouterr()
+    assert out.out.strip() == "ok"
+    assert out.err.strip() == (
+        f"edge-ser check-config: warning: {cfg}:9: mqtt.password_file: {pw} is readable by its "
+        f"group and everyone (mode 0644): chmod 600 {pw} (under systemd: root-only, handed over "
+        "by LoadCredential=)")
+    pw.chmod(0o600)
+    assert main(["check-config", str(cfg)]) == 0
+    assert capsys.readouterr().err == ""

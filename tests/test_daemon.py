@@ -22,6 +22,7 @@ from edge_ser.daemon import Daemon
 from edge_ser.errors import ConfigError
 from edge_ser.model import OnnxModel
 from edge_ser.publish.stdout import StdoutSink
+from edge_ser.stopping import SAME_SIGNAL_S
 from tests.conftest import roomy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,6 +118,60 @@ def test_sigterm_finishes_publishes_and_exits_0(tmp_path: Path, tiny_model: Path
     assert waited < 15.0  # generous: it normally takes well under a second
     assert "SIGTERM received" in err and "edge-ser stopped (SIGTERM)" in err
     assert _lines(out)[-1]["type"] == "stats"
+
+
+def test_sighup_is_a_stop_request_not_a_kill(tmp_path: Path, tiny_model: Path) -> None:
+    """Before, SIGHUP's default action killed the daemon: exit 129 (-1 here), no log line, no
+    flush, no last stats, no ``offline``."""
+    cfg = _config(tmp_path, tiny_model,
+                  f"source:\n  type: file\n  path: {VOICE_NOTE}\n  loop: true\n")
+    proc = subprocess.Popen([sys.executable, "-m", "edge_ser", "run", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert json.loads(proc.stdout.readline())["type"] == "emotion"
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "SIGHUP received" in err and "restart it to read a changed config" in err, err
+    assert "edge-ser stopped (SIGHUP)" in err
+    assert _lines(out)[-1]["type"] == "stats"
+
+
+def test_a_second_sigterm_says_how_many_events_it_abandons(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """The second signal exits at once: before, the buffered events it threw away went unsaid."""
+    from tests.fixtures_broker import free_port
+
+    cfg = _config(tmp_path, tiny_model, FILE_FAST,
+                  f"mqtt:\n  host: 127.0.0.1\n  port: {free_port()}\n  connect_wait_s: 0.5\n"
+                  "  stop_flush_s: 9\n")
+    proc = subprocess.Popen([sys.executable, "-m", "edge_ser", "run", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen: list[str] = []
+
+    def wait_for(text: str) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"never logged {text!r}: {''.join(seen)[-3000:]}")
+
+    try:  # the file is done, the sink waits for the broker with the 3 events
+        wait_for("for 3 buffered events")
+        proc.send_signal(signal.SIGTERM)
+        wait_for("SIGTERM received")
+        time.sleep(SAME_SIGNAL_S + 0.2)  # not the same kill delivered twice
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1
+    assert "second SIGTERM: exiting now; 3 buffered events abandoned, not delivered" in err, err
 
 
 def _started(tmp_path: Path, tiny_model: Path, extra: str, wait_for: str) -> subprocess.Popen[str]:

@@ -188,3 +188,49 @@ def test_right_password_and_tls(
         assert proc.returncode == 0, err
         assert len(sub.wait_for(f"{TOPIC}/emotion", count=3)) == 3, mode
         assert json.loads(sub.texts(f"{TOPIC}/state")[-1])["model"] == "edge-ser-test-tiny"
+
+
+def test_a_dead_mqtt_thread_stops_the_daemon_with_an_error(
+    broker: Broker, tiny_model: Path
+) -> None:
+    """A dead paho thread must not pass for a broker that is away: before, the daemon went on
+    classifying (forever, with a mic) and buffered events that nothing would ever send."""
+    import threading
+
+    from edge_ser.config import Config
+    from edge_ser.daemon import Daemon
+    from edge_ser.errors import PublishError
+    from edge_ser.model import OnnxModel
+    from edge_ser.publish.mqtt import MqttSink
+    from tests.conftest import roomy
+
+    cfg = roomy(Config.model_validate({
+        "source": {"type": "file", "path": str(VOICE_NOTE), "realtime": True, "loop": True},
+        "mqtt": broker.mqtt_config(device_id=DEV).model_dump(mode="json", exclude_none=True),
+    }))
+    sink = MqttSink(cfg.mqtt, device_id=DEV, model_name="tiny")
+    daemon = Daemon(cfg, model=OnnxModel(tiny_model), sink=sink)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["rc"] = daemon.run(install_signals=False)
+        except PublishError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not sink.connected:
+            assert time.monotonic() < deadline and worker.is_alive(), outcome
+            time.sleep(0.05)
+        sink._client._host = "broker..lan"  # what the reconnect after the restart resolves
+        broker.restart()
+        worker.join(30)
+        assert not worker.is_alive(), "the daemon kept running with a dead MQTT client"
+    finally:
+        daemon.request_stop("test over")
+        worker.join(15)
+    assert "network thread stopped (UnicodeError" in str(outcome.get("error")), outcome
+    assert daemon.stop_reason == "mqtt client failed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -367,3 +368,112 @@ def test_outbox_overflow_drops_oldest_and_counts(
     assert st.json()["events_dropped"] == 7
     time.sleep(0.3)
     assert len(sub.messages(EMOTION)) == 5
+
+
+def test_a_network_thread_that_dies_is_an_error_not_a_broker_away(
+    broker: Broker, sinks: list[MqttSink], caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before, paho's thread died with a traceback (an IDNA UnicodeError here) and the sink said
+    'not reachable ... events are buffered', with no thread left to ever send them."""
+    caplog.set_level(logging.INFO, logger="edge_ser")
+    cfg = broker.mqtt_config().model_copy(update={"host": "broker..lan"})  # past the check
+    sink = MqttSink(cfg, device_id=DEV)
+    sinks.append(sink)
+    with pytest.raises(PublishError, match=r"network thread stopped \(UnicodeError: .*idna"):
+        sink.start(wait_s=5)
+    assert sink.failure is not None and not sink.connected
+    assert not any("not reachable" in r.getMessage() for r in caplog.records)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_network_thread_that_dies_later_sets_the_failure(
+    broker: Broker, sinks: list[MqttSink]
+) -> None:
+    sink = _sink(sinks, broker)
+    sink.start(wait_s=5)
+    assert sink.failure is None
+    sink._client._host = "broker..lan"  # what the reconnect after the restart resolves
+    broker.restart()
+    _wait_until(lambda: sink.failure is not None, timeout=20)
+    assert "network thread stopped (UnicodeError" in (sink.failure or "")
+    assert not sink.connected
+
+
+def test_a_lost_connection_names_its_cause(
+    broker: Broker, sinks: list[MqttSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: 'lost the connection to ... (Unspecified error)', whatever paho had seen."""
+    caplog.set_level(logging.INFO, logger="edge_ser")
+    sink = _sink(sinks, broker)
+    sink.start(wait_s=5)
+    broker.stop()
+    _wait_until(lambda: not sink.connected)
+    lost = [r.getMessage() for r in caplog.records if "lost the connection" in r.getMessage()]
+    assert len(lost) == 1 and "Unspecified error" not in lost[0], lost
+    assert re.search(r"\((Connection reset by peer|the broker closed it)\)", lost[0]), lost
+
+
+def test_a_port_that_accepts_tcp_and_never_answers_is_described_as_such(
+    sinks: list[MqttSink], broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: 'closed the connection before accepting it (Client is not connected. Socket:
+    None). Last known Connection State: MQTT_CS_CONNECTING)', paho's state, not the cause."""
+    import socket
+
+    caplog.set_level(logging.DEBUG, logger="edge_ser.publish.mqtt")  # repeats are at DEBUG
+    with socket.socket() as hole:  # accepts (the kernel does) and never says a word
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)
+        sink = _sink(sinks, broker, port=hole.getsockname()[1], keepalive_s=5)
+        sink.start()
+
+        def said() -> list[str]:
+            ours = [r.getMessage() for r in caplog.records if r.name == "edge_ser.publish.mqtt"]
+            return [m for m in ours if m.startswith("mqtt broker")]
+
+        _wait_until(lambda: len(said()) >= 2, timeout=30)  # the first two attempts
+        sink.stop()
+    for line in said():
+        assert "accepted the TCP connection but never answered MQTT's CONNECT" in line, line
+        assert "MQTT_CS" not in line and "Client is not connected" not in line, line
+
+
+def test_two_clients_with_one_id_are_told_apart_and_back_off(
+    broker: Broker, sinks: list[MqttSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two boards with the same device id took the session from each other every second,
+    forever, each saying only 'lost the connection (Unspecified error)'."""
+    from edge_ser.publish.client import TWIN_BACKOFF_S
+
+    caplog.set_level(logging.INFO, logger="edge_ser")
+    first, second = _sink(sinks, broker), _sink(sinks, broker)  # both kitchen-1
+    first.start(wait_s=5)
+    second.start(wait_s=5)
+
+    def told() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "closed our session" in r.getMessage()]
+
+    _wait_until(lambda: bool(told()), timeout=40)
+    (line,) = told()
+    assert "same client id 'edge-ser-kitchen-1'" in line and "own mqtt.device_id" in line, line
+    assert f"reconnecting every {TWIN_BACKOFF_S} s" in line, line
+    assert max(first.takeovers.backoff_s, second.takeovers.backoff_s) == TWIN_BACKOFF_S
+    assert "already connected, closing old connection" in broker.log_text()
+
+
+def test_a_broker_restart_is_not_taken_for_a_twin(
+    broker: Broker, sinks: list[MqttSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restart drops the session too, but the broker is then away for a reconnect or more."""
+    caplog.set_level(logging.INFO, logger="edge_ser")
+    sink = _sink(sinks, broker)
+    sink.start(wait_s=5)
+    for _ in range(4):
+        broker.stop()
+        _wait_until(lambda: not sink.connected)
+        time.sleep(1.5)  # the reconnect after 1 s finds no broker
+        broker.start()
+        assert sink.wait_connected(10)
+    assert sink.takeovers.backoff_s == 0
+    assert not any("closed our session" in r.getMessage() for r in caplog.records)

@@ -77,10 +77,30 @@ def test_factory_picks_mqtt_when_a_host_is_set() -> None:
     sink.stop()  # never started: nothing to do
 
 
+def test_the_default_device_id_is_unique_per_board_and_stable(tmp_path: Path) -> None:
+    """Every fresh Raspberry Pi OS board is called 'raspberrypi': with the host name alone as the
+    id, two of them shared topics and fought over one MQTT session."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0])
+    board_a, board_b = tmp_path / "a", tmp_path / "b"
+    board_a.write_text("3d1219c7c4c5404aaa1f6d2a48adfda4\n")
+    board_b.write_text("5c0e79d3b1a24f6e9d0c4a1b2e3f4a5b\n")
+    id_a = resolve_device_id(_mq(), machine_id_files=[board_a])
+    assert re.fullmatch(rf"{re.escape(host)}-[0-9a-f]{{6}}", id_a), id_a
+    assert resolve_device_id(_mq(), machine_id_files=[board_a]) == id_a  # the same every start
+    assert resolve_device_id(_mq(), machine_id_files=[board_b]) != id_a  # another board
+    assert "3d1219" not in id_a  # a keyed hash: the machine id itself is not published
+    (tmp_path / "uninit").write_text("uninitialized\n")  # first boot, not yet written
+    assert resolve_device_id(_mq(), machine_id_files=[tmp_path / "uninit", board_b]) == \
+        resolve_device_id(_mq(), machine_id_files=[board_b])
+    assert resolve_device_id(_mq(device_id="hall"), machine_id_files=[board_a]) == "hall"
+    if Path("/etc/machine-id").is_file():
+        assert resolve_device_id(_mq()) == resolve_device_id(_mq())
+
+
 def test_device_ids() -> None:
     assert resolve_device_id(_mq(device_id="pi-4_b")) == "pi-4_b"
-    expected = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0])
-    assert resolve_device_id(_mq()) == expected
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0])
+    assert resolve_device_id(_mq(), machine_id_files=()) == host  # no machine id: the host name
     with pytest.raises(PublishError, match="mqtt.device_id: 'a/b'"):
         make_sink(_mq(), "a/b", "m")
     with pytest.raises(ConfigError, match=r"x\.yaml:2: mqtt\.device_id: String should match"):
@@ -279,3 +299,15 @@ def test_stop_keeps_its_deadline_while_paho_hangs_in_a_connect() -> None:
         for c in fill:
             c.close()
         srv.close()
+
+
+def test_run_warns_about_a_password_file_its_group_may_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    pw.chmod(0o640)
+    with caplog.at_level("WARNING", logger="edge_ser"):
+        MqttSink(_mq(host="h", username="u", password_file=pw), device_id="d").stop()
+    (line,) = [r.getMessage() for r in caplog.records if "readable" in r.getMessage()]
+    assert line.startswith(f"mqtt.password_file: {pw} is readable by its group (mode 0640)")

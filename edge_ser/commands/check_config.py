@@ -5,7 +5,8 @@ what the daemon cannot run with (``voice_note`` pooling of a source that never e
 model file and the WAV file of a ``file`` source exist and can be read (the WAV's header too),
 that the model loads in onnxruntime and follows the model contract (input, output, labels,
 window: :func:`edge_ser.model.read_model_info`, the daemon's own check), and loads the MQTT
-password file and the TLS files as the daemon would.
+password file and the TLS files as the daemon would. A password file that others than its
+owner may read is a ``warning:`` line on stderr (exit 0 still).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from edge_ser.config import Config, load_config
-from edge_ser.errors import ConfigError
+from edge_ser.errors import ConfigError, not_a_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +31,10 @@ def _need_file(path: Path | None, key: str, cfg: Config) -> None:
     if path.is_dir():  # also what an empty value ("") resolves to: the config's folder
         raise ConfigError(f"{cfg.where(key)}: {key}: {path} is a folder, not a file")
     if not path.is_file():
-        raise ConfigError(f"{cfg.where(key)}: {key}: no such file {path}")
+        why = not_a_file(path)
+        if why == "no such file":
+            raise ConfigError(f"{cfg.where(key)}: {key}: no such file {path}")
+        raise ConfigError(f"{cfg.where(key)}: {key}: {path} {why}")
     try:
         with path.open("rb") as f:
             empty = not f.read(1)
@@ -78,8 +82,13 @@ def check_files(cfg: Config) -> None:
         from edge_ser.publish.credentials import apply_credentials, apply_tls
 
         client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        def warn(message: str) -> None:
+            key = message.split(":", 1)[0]
+            print(f"edge-ser check-config: warning: {cfg.where(key)}: {message}",
+                  file=sys.stderr)
+
         try:  # exactly what the daemon does before it connects
-            apply_credentials(client, cfg.mqtt)
+            apply_credentials(client, cfg.mqtt, warn)
         except PublishError as exc:
             if not _for_systemd(cfg, exc):
                 raise _at_its_key(cfg, exc) from exc

@@ -14,7 +14,7 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from edge_ser import CHUNK_MS
 from edge_ser.config.base import Strict as _Strict
-from edge_ser.config.mqtt import MqttConfig
+from edge_ser.config.mqtt import EVENT_KIB, MqttConfig
 from edge_ser.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -213,6 +213,19 @@ class Config(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     _origin: str = PrivateAttr("<config>")
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _buffer_fits_the_budget(self) -> Config:
+        """The offline buffer may take at most half the memory budget: beyond it the memory
+        guard would shed every window (no more events) before the buffer dropped its oldest."""
+        need_mb = self.mqtt.buffer_events * EVENT_KIB / 1024
+        if need_mb > self.budgets.memory.rss_mb / 2:
+            fits = int(self.budgets.memory.rss_mb / 2 * 1024 / EVENT_KIB)
+            raise ValueError(
+                f"mqtt.buffer_events {self.mqtt.buffer_events} can take {need_mb:.0f} MiB "
+                f"({EVENT_KIB} KiB each), more than half of budgets.memory.rss_mb "
+                f"({self.budgets.memory.rss_mb:g} MiB): at most {fits} with that budget")
+        return self
 
     def where(self, key: str) -> str:
         """``file:line`` of a dotted key (or of its nearest parent) in the YAML it came from."""

@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as paho
 
 from edge_ser.config import MqttConfig, TlsConfig
+from edge_ser.config.mqtt import MQTT_STRING_MAX
 from edge_ser.errors import PublishError
 
 log = logging.getLogger(__name__)
@@ -42,18 +45,51 @@ def read_password(path: Path, config_dir: Path | None = None) -> str:
     password = text.splitlines()[0] if text else ""
     if not password:
         raise PublishError(f"mqtt.password_file: {real}: the file is empty")
+    size = len(password.encode("utf-8"))
+    if size > MQTT_STRING_MAX:  # paho's network thread died packing it
+        raise PublishError(f"mqtt.password_file: {real}: the password is {size:,} bytes long; "
+                           f"MQTT allows at most {MQTT_STRING_MAX:,}")
     log.debug("mqtt password read from %s", real)
     return password
 
 
-def apply_credentials(client: paho.Client, cfg: MqttConfig) -> None:
-    """Set user name, password and TLS on a paho client, before it connects."""
+def loose_permissions(path: Path, config_dir: Path | None = None) -> str | None:
+    """A warning when users other than the file's owner may read the password file; None when
+    only its owner may, or for systemd's copy in $CREDENTIALS_DIRECTORY (systemd sets that)."""
+    real = find_credential(path, config_dir)
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and real.parent == Path(cred_dir):
+        return None
+    try:
+        mode = stat.S_IMODE(real.stat().st_mode)
+    except OSError:
+        return None
+    who = [name for bit, name in ((stat.S_IRGRP, "its group"), (stat.S_IROTH, "everyone"))
+           if mode & bit]
+    if not who:
+        return None
+    return (f"mqtt.password_file: {real} is readable by {' and '.join(who)} (mode {mode:04o}): "
+            f"chmod 600 {real} (under systemd: root-only, handed over by LoadCredential=)")
+
+
+def apply_credentials(client: paho.Client, cfg: MqttConfig,
+                      warn: Callable[[str], None] | None = None) -> None:
+    """Set user name, password and TLS on a paho client, before it connects; ``warn`` gets
+    what is allowed but unwise (default: a log warning)."""
     if cfg.username:  # a password file without a user name is refused by the config
         password = (read_password(cfg.password_file, cfg.config_dir) if cfg.password_file
                     else None)
+        loose = (loose_permissions(cfg.password_file, cfg.config_dir) if cfg.password_file
+                 else None)
+        if loose is not None:
+            (warn or _log_warning)(loose)
         client.username_pw_set(cfg.username, password)
     if cfg.tls is not None:
         apply_tls(client, cfg.tls)
+
+
+def _log_warning(message: str) -> None:
+    log.warning("%s", message)
 
 
 def apply_tls(client: paho.Client, tls: TlsConfig) -> None:

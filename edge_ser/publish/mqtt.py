@@ -22,12 +22,17 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_ser.config import MqttConfig
 from edge_ser.errors import PublishError
 from edge_ser.publish.client import (
+    NOT_CONNECTED,
     RecordingClient,
+    TakeoverWatch,
     connect_failed,
     dropped_before_connack,
+    lost_because,
     new_client,
     power_of_ten,
     refused,
+    taken_over,
+    thread_died,
 )
 from edge_ser.publish.discovery import Announcer, discovery_messages
 from edge_ser.publish.outbox import Outbox
@@ -64,9 +69,11 @@ class MqttSink:
         self._connected = False
         self._online_mid: int | None = None
         self._fatal: str | None = None
+        self.failure: str | None = None  # set when paho's network thread is gone for good
         self._last_problem: str | None = None
         self._client_error: str | None = None  # paho's last error log line
         self._connack = False  # the broker answered this connection attempt
+        self.takeovers = TakeoverWatch()
         self._started = self._closing = self._closed = False
         self._client = self._make_client()
         self._pump = Pump(self._client, self._outbox, self.topics.state,
@@ -75,9 +82,10 @@ class MqttSink:
     # --- set-up ------------------------------------------------------------------------------
 
     def _make_client(self) -> RecordingClient:
-        client_id = self._cfg.client_id or f"edge-ser-{self.device_id}"
-        client = new_client(self._cfg, client_id, self.topics.availability)
+        self.client_id = self._cfg.client_id or f"edge-ser-{self.device_id}"
+        client = new_client(self._cfg, self.client_id, self.topics.availability)
         client.on_log = self._on_log
+        client.on_loop_end = self._on_loop_end
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -155,6 +163,9 @@ class MqttSink:
                 return
             self._closing = True
             deadline = time.monotonic() + self._cfg.stop_flush_s
+            if self._started and self._fatal is None and len(self._outbox) > 0:
+                log.info("mqtt: waiting up to %g s (mqtt.stop_flush_s) for %d buffered events",
+                         self._cfg.stop_flush_s, len(self._outbox))
             while self._started and self._fatal is None and len(self._outbox) > 0:  # maybe soon
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -194,6 +205,11 @@ class MqttSink:
         """Events waiting for the broker or for its acknowledgement (count)."""
         return len(self._outbox)
 
+    @property
+    def buffered_now(self) -> int:
+        """:attr:`buffered` without locks: for a signal handler."""
+        return self._outbox.size_now()
+
     # --- paho callbacks (loop thread) --------------------------------------------------------
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any,
@@ -213,11 +229,17 @@ class MqttSink:
             self._online_mid = info.mid
             self._fatal = self._last_problem = None
             self._cond.notify_all()
-        log.info("mqtt: connected to %s (%d events buffered)", self.broker, len(self._outbox))
+        self.takeovers.connected()
+        log.log(logging.DEBUG if self.takeovers.backoff_s else logging.INFO,
+                "mqtt: connected to %s (%d events buffered)", self.broker, len(self._outbox))
         if self._announcer is not None:
             self._announcer.on_connect(client)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        backed_off = self.takeovers.backoff_s
+        self.takeovers.unreachable()  # the broker is away: not a session taken
+        if backed_off:
+            self._reconnect_after(0)
         self._problem(*connect_failed(self.broker, self._client.last_error,
                                       tls=self._cfg.tls is not None))
 
@@ -231,11 +253,32 @@ class MqttSink:
             self._cond.notify_all()
         error, self._client_error = self._client_error, None
         answered, self._connack = self._connack, False
+        keepalive = self._cfg.keepalive_s
         if not was and not answered and not self._closing:
-            self._problem(*dropped_before_connack(self.broker, error))
+            self._problem(*dropped_before_connack(self.broker, error, reason, keepalive))
         elif was and not self._closing:
-            log.warning("mqtt: lost the connection to %s (%s); reconnecting, events are "
-                        "buffered", self.broker, reason)
+            why = lost_because(reason, error, keepalive)
+            # a takeover reads as EOF, a reset or a broken pipe, depending on timing
+            self._session_ended(closed_by_broker=str(reason) != "Keep alive timeout")
+            log.log(logging.DEBUG if self.takeovers.backoff_s else logging.WARNING,
+                    "mqtt: lost the connection to %s (%s); reconnecting, events are buffered",
+                    self.broker, why)
+
+    def _session_ended(self, closed_by_broker: bool) -> None:
+        """Back off from a session another client keeps taking (see TakeoverWatch)."""
+        watch = self.takeovers
+        before = watch.backoff_s
+        backoff = watch.ended(closed_by_broker)
+        if backoff != before:
+            self._reconnect_after(backoff)
+        if backoff and (not before or power_of_ten(watch.total)):
+            key = "mqtt.client_id" if self._cfg.client_id else "mqtt.device_id"
+            log.warning("%s", taken_over(self.broker, self.client_id, key, watch.total, backoff))
+
+    def _reconnect_after(self, backoff_s: int) -> None:
+        """paho's next reconnect waits ``backoff_s`` (0: back to mqtt.reconnect_min_s/max_s)."""
+        low = backoff_s or self._cfg.reconnect_min_s
+        self._client.reconnect_delay_set(low, max(low, self._cfg.reconnect_max_s))
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
                     reason: ReasonCode, properties: Any) -> None:
@@ -246,10 +289,24 @@ class MqttSink:
                 self._online_mid = None
             self._cond.notify_all()
 
+    def _on_loop_end(self, exc: BaseException | None) -> None:
+        """paho's network thread is ending. After stop() that is the plan; otherwise it died (an
+        exception paho does not catch) and must not pass for a broker that is away."""
+        if exc is None and self._closing:
+            return
+        message = thread_died(self.broker, exc)
+        with self._cond:
+            self.failure = self._fatal = message
+            self._connected = False
+            self._pump.set_ready(False)
+            self._cond.notify_all()
+        # said once, by whoever reads it: wait_connected() raises it, the daemon exits with it
+        log.debug("mqtt: network thread ended", exc_info=exc)
+
     def _on_log(self, client: paho.Client, userdata: Any, level: int, text: str) -> None:
         if level == paho.MQTT_LOG_ERR and text.startswith("Caught exception"):
             log.error("mqtt client: %s", text)
-        elif level == paho.MQTT_LOG_ERR:
+        elif level == paho.MQTT_LOG_ERR and not text.startswith(NOT_CONNECTED):
             self._client_error = text  # explained by the disconnect callback
         _paho_log.debug("%s", text)
 

@@ -127,6 +127,11 @@ class Outbox:
     def dropped(self) -> int:
         return self._dropped
 
+    def size_now(self) -> int:
+        """Pending plus in flight without taking the lock, for a signal handler (the thread it
+        interrupted may hold it); may be one short while an event is being handed over."""
+        return len(self._pending) + len(self._inflight)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._pending) + len(self._inflight)

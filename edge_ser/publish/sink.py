@@ -7,14 +7,17 @@ when ``mqtt.host`` is null (JSON lines on stdout) and an
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import math
 import re
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from edge_ser.config import MqttConfig
@@ -61,6 +64,9 @@ class EventSink(Protocol):
 
     #: events still undelivered when :meth:`stop` returned (count; lost with the process)
     undelivered: int
+    #: why the sink can never deliver again (paho's network thread died), else None: the
+    #: daemon stops and exits with it rather than buffer for a broker it will never reach
+    failure: str | None
 
     @property
     def connected(self) -> bool:
@@ -87,12 +93,38 @@ class Topics:
         )
 
 
-def resolve_device_id(cfg: MqttConfig) -> str:
-    """``mqtt.device_id``, or the host name with anything outside ``[A-Za-z0-9_-]`` as ``_``."""
+#: Where the machine id is (machine-id(5)); the second is the older D-Bus location.
+MACHINE_ID_FILES: tuple[Path, ...] = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+_MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_APP_KEY = b"edge-ser device id"  # the machine id itself is confidential: only a keyed hash
+
+
+def machine_tag(files: Sequence[Path] = MACHINE_ID_FILES) -> str | None:
+    """6 hex digits unique to this installation and stable across reboots: a keyed hash of the
+    machine id (as sd_id128_get_machine_app_specific does); None when there is no valid one."""
+    for path in files:
+        try:
+            text = path.read_text(encoding="ascii").strip().lower()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if _MACHINE_ID_RE.match(text):  # not "uninitialized", not empty
+            return hmac.new(bytes.fromhex(text), _APP_KEY, hashlib.sha256).hexdigest()[:6]
+    return None
+
+
+def resolve_device_id(cfg: MqttConfig, machine_id_files: Sequence[Path] = MACHINE_ID_FILES) -> str:
+    """``mqtt.device_id``; else the host name (anything outside ``[A-Za-z0-9_-]`` as ``_``),
+    a ``-`` and :func:`machine_tag`: boards that all came up as ``raspberrypi`` differ."""
     if cfg.device_id is not None:
         return check_device_id(cfg.device_id)
-    host = socket.gethostname().split(".")[0] or "edge-ser"
-    return re.sub(r"[^A-Za-z0-9_-]", "_", host)
+    host = socket.gethostname().split(".")[0][:64] or "edge-ser"
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", host)
+    tag = machine_tag(machine_id_files)
+    if tag is None:
+        log.info("no machine id in %s: the device id is the host name %s",
+                 " or ".join(map(str, machine_id_files)), host)
+        return host
+    return f"{host}-{tag}"
 
 
 def check_device_id(device_id: str) -> str:

@@ -65,6 +65,7 @@ class StdoutSink:
         return True
 
     undelivered = 0  # every event is written at once
+    failure: str | None = None
     def _write(self, kind: str, payload: dict[str, Any]) -> None:
         body = {k: v for k, v in payload.items() if k != "type"}
         line = to_json({"type": kind, **body})
