@@ -179,3 +179,15 @@ def test_a_truncated_wav_is_classified_and_flagged(tmp_path: Path) -> None:
     record = json.loads(proc.stdout)
     assert record["emotion"] is not None  # the part that is there is classified
     assert any("EOF" in w for w in record["warnings"]), record
+
+
+def test_a_buzzer_is_not_speech(tmp_path: Path) -> None:
+    """A 30-s clipping square wave (an alarm buzzer) passed webrtcvad as 30 s of speech and came
+    out as an emotion; the VAD's steady-sound veto keeps it from the model."""
+    t = np.arange(30 * 16000) / 16000
+    buzz = np.clip(1.2 * np.sign(np.sin(2 * np.pi * 440 * t)), -1, 1)
+    wavfile.write(str(tmp_path / "buzzer.wav"), 16000, (buzz * 32767).astype(np.int16))
+    proc = classify(tmp_path / "buzzer.wav", "--format", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    record = _records(proc)[0]
+    assert (record["emotion"], record["reason"], record["speech_s"]) == (None, "no speech", 0.0)
