@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import edge_ser  # noqa: F401  (turns onnxruntime's telemetry off before a worker loads it)
+
 #: Repository root (the directory holding ``edge_ser/`` and ``benchmarks/``).
 REPO = Path(__file__).resolve().parent.parent
 #: Bundled real speech used for every window the benchmarks run.

@@ -7,6 +7,15 @@ Data flow, one module per stage::
 
 from __future__ import annotations
 
+import os
+
+# onnxruntime's official builds keep a telemetry queue and a device id under
+# ~/.cache/Microsoft/DeveloperTools as soon as they are imported (docs/daemon.md, "Files");
+# this switch is read when onnxruntime loads, so it is set here, before anything imports it.
+# An explicit ORT_DISABLE_TELEMETRY=0 in the environment is left alone.
+if not os.environ.get("ORT_DISABLE_TELEMETRY"):
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
 __version__ = "0.1.0"
 
 #: Class order of every edge-ser model's ``logits`` output (also stored in its metadata).

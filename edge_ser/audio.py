@@ -12,9 +12,10 @@ import math
 import struct
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -141,14 +142,86 @@ def _why(exc: Exception, p: Path) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where and how a WAV file stores its samples (see :func:`_layout`)."""
+
+    rate: int
+    channels: int
+    width: int  # bytes per sample in the file
+    dtype: np.dtype[Any]  # what one sample becomes (int32/int64 for 3, 5, 6 or 7 bytes)
+    offset: int  # of the first sample in the file (bytes)
+    frames: int  # whole frames the file holds
+    promised: int  # frames the data chunk's header promises
+
+
+_GUID_TAIL = {"<": b"\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71",
+              ">": b"\x00\x00\x00\x10\x80\x00\x00\xaa\x00\x38\x9b\x71"}
+
+
+def _layout(p: Path) -> _Layout:
+    """The sample layout of a WAV file read from its chunks, as scipy reads them (RIFF, RIFX,
+    RF64; integer PCM of 1-8 bytes a sample, 32/64-bit float, plain or extensible), without
+    reading the samples. For what scipy cannot map: 3-byte samples, and a data chunk promising
+    more than the file holds. ValueError or struct.error for anything else."""
+    size = p.stat().st_size
+    with p.open("rb") as f:
+        riff = f.read(12)
+        if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RIFX", b"RF64") or riff[8:] != b"WAVE":
+            raise ValueError("not a RIFF WAVE file")
+        e = ">" if riff[:4] == b"RIFX" else "<"
+        fmt: tuple[int, int, int, int, int] | None = None
+        rf64_data: int | None = None
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError("no data chunk")
+            cid, n = head[:4], struct.unpack(e + "I", head[4:])[0]
+            if cid == b"data":
+                break
+            body = f.read(n)
+            if len(body) < n:
+                raise ValueError(f"chunk {cid!r} is cut short")
+            if cid == b"ds64" and len(body) >= 16:
+                rf64_data = struct.unpack("<Q", body[8:16])[0]
+            elif cid == b"fmt ":
+                tag, channels, rate, per_s, align, bits = struct.unpack(e + "HHIIHH", body[:16])
+                if tag == 0xFFFE and len(body) >= 40 and body[28:40] == _GUID_TAIL[e]:
+                    tag = struct.unpack(e + "I", body[24:28])[0]  # the sub-format's tag
+                if tag == 1 and per_s != rate * align:  # scipy refuses these too
+                    raise ValueError("WAV header is invalid: bytes per second do not match")
+                fmt = (tag, channels, rate, align, bits)
+            f.seek(n & 1, 1)  # pad byte after a chunk of odd size
+        if fmt is None:
+            raise ValueError("no fmt chunk before data")
+        if riff[:4] == b"RF64" and rf64_data is not None:
+            n = rf64_data
+        offset = f.tell()
+    tag, channels, rate, align, bits = fmt
+    if channels < 1 or align < channels:
+        raise ValueError("its header gives 0 channels or 0 bytes per sample frame")
+    width = align // channels
+    if tag == 1 and bits <= 8 and width == 1:
+        dtype = np.dtype("u1")
+    elif tag == 1 and width <= 8:
+        dtype = np.dtype(f"{e}i{8 if width > 4 else 4 if width == 3 else width}")
+    elif tag == 3 and bits in (32, 64) and width == bits // 8:
+        dtype = np.dtype(f"{e}f{width}")
+    else:
+        raise ValueError(f"unsupported WAV format {tag:#x} with {bits}-bit samples")
+    return _Layout(rate, channels, width, dtype, offset,
+                   frames=min(n, max(0, size - offset)) // align, promised=n // align)
+
+
 class WavFile:
     """A WAV file read block by block: :meth:`blocks` yields 16 kHz mono float32 pieces.
 
     The header is checked when the file is opened (one-line :class:`AudioError`); the samples
-    are read :data:`BLOCK_S` at a time, so a long recording never sits in memory whole. 24-bit
-    and truncated files, which scipy cannot map, are read whole instead. The file stays open
-    until :meth:`close` (or the end of a ``with`` block): replacing or deleting it by name does
-    not change what is read.
+    are read :data:`BLOCK_S` at a time, so a long recording never sits in memory whole, whatever
+    its sample format, and also when its header promises more than the file holds (a recorder
+    that lost power: what is there is read, with a note). The file stays open until
+    :meth:`close` (or the end of a ``with`` block): replacing or deleting it by name does not
+    change what is read.
     """
 
     def __init__(self, path: str | Path, rate: int = SAMPLE_RATE) -> None:
@@ -160,34 +233,47 @@ class WavFile:
         if not p.is_file():
             raise AudioError(f"{p}: {not_a_file(p)}")
         self.rate = rate
-        self._whole: NDArray[np.generic] | None = None
         try:
             rate_in, data, notes = _scipy_read(p, mmap=True)
-        except AudioError:  # 24-bit or truncated (or not a WAV: then this says why)
-            rate_in, data, notes = _scipy_read(p, mmap=False)
-            self._whole = data
-        self.notes = notes[:1]  # what is odd about the file (scipy's warning), for reports
+        except AudioError as refused:  # 3-byte samples or cut short, else not a WAV
+            layout = self._layout_or(p, refused)
+            rate_in, notes = layout.rate, []
+            self.dtype, self.channels = layout.dtype, layout.channels
+            self.frames, self._width, self._offset = layout.frames, layout.width, layout.offset
+            if layout.frames < layout.promised:
+                notes = [f"cut short (EOF): its header promises {layout.promised / rate_in:.2f}"
+                         f" s, the file holds {layout.frames / rate_in:.2f} s"]
+        else:
+            self.dtype = data.dtype
+            self.frames = int(data.shape[0]) if data.size else 0
+            self.channels = int(data.shape[1]) if data.ndim > 1 else 1
+            self._width = data.dtype.itemsize
+            self._offset = int(getattr(data, "offset", 0))  # of the samples in the file (bytes)
+            del data  # closes the mapping
+        self.notes = notes[:1]  # what is odd about the file, for reports
         for note in self.notes:
             log.warning("%s: %s", p, note)
-        if data.size == 0:
+        if self.frames == 0:
             raise AudioError(f"{p}: WAV file holds no samples")
         if rate_in < 8000 or rate_in > 192_000:  # below 8 kHz the speech band is cut off
             raise AudioError(f"{p}: unsupported sample rate {rate_in} Hz (8000-192000 Hz)")
         self.rate_in = rate_in
-        self.dtype = data.dtype
-        self.frames = int(data.shape[0])
-        self.channels = int(data.shape[1]) if data.ndim > 1 else 1
-        self._offset = int(getattr(data, "offset", 0))  # of the samples in the file (bytes)
-        del data  # closes the mapping
         self._file: BinaryIO | None = None
         self._warned_short = False
-        if self._whole is None:
-            try:
-                self._file = p.open("rb")
-            except OSError as exc:
-                raise AudioError(f"{p}: cannot read ({exc.strerror or exc})") from exc
+        try:
+            self._file = p.open("rb")
+        except OSError as exc:
+            raise AudioError(f"{p}: cannot read ({exc.strerror or exc})") from exc
         log.debug("opened %s: %d Hz, %s, %d channels, %.2f s", p, rate_in, self.dtype,
                   self.channels, self.duration_s)
+
+    @staticmethod
+    def _layout_or(p: Path, refused: AudioError) -> _Layout:
+        """:func:`_layout`, or scipy's reason (``refused``) for a file that is not a WAV."""
+        try:
+            return _layout(p)
+        except (ValueError, struct.error, OSError):
+            raise refused from None
 
     @property
     def duration_s(self) -> float:
@@ -197,7 +283,6 @@ class WavFile:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._whole = None
 
     def __enter__(self) -> WavFile:
         return self
@@ -206,17 +291,30 @@ class WavFile:
         self.close()
 
     def _raw(self, start: int, count: int) -> NDArray[np.generic]:
-        if self._whole is not None:
-            return self._whole[start : start + count]
         if self._file is None:
             raise AudioError(f"{self.path}: read after close")
+        count = min(count, self.frames - start)  # never past what the header or file holds
+        width, frame = self._width, self._width * self.channels
         try:
-            self._file.seek(self._offset + start * self.channels * self.dtype.itemsize)
-            data = np.fromfile(self._file, dtype=self.dtype, count=count * self.channels)
+            self._file.seek(self._offset + start * frame)
+            if width == self.dtype.itemsize:
+                data = np.fromfile(self._file, dtype=self.dtype, count=count * self.channels)
+            else:
+                data = self._widen(np.fromfile(self._file, dtype=np.uint8, count=count * frame))
         except OSError as exc:
             raise AudioError(f"{self.path}: cannot read ({exc.strerror or exc})") from exc
         usable = data.size // self.channels * self.channels
         return data[:usable].reshape(-1, self.channels) if self.channels > 1 else data[:usable]
+
+    def _widen(self, raw: NDArray[np.uint8]) -> NDArray[np.generic]:
+        """3-, 5-, 6- or 7-byte samples into the high bytes of int32/int64, as scipy does."""
+        n, width = raw.size // self._width, self._width
+        wide = np.zeros((n, self.dtype.itemsize), dtype=np.uint8)
+        if self.dtype.byteorder == ">":
+            wide[:, :width] = raw[: n * width].reshape(n, width)
+        else:
+            wide[:, -width:] = raw[: n * width].reshape(n, width)
+        return wide.view(self.dtype).reshape(n)
 
     def blocks(self) -> Iterator[Float32Array]:
         """The file from the start, as 16 kHz mono float32 blocks of about :data:`BLOCK_S`.

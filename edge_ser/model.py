@@ -169,8 +169,10 @@ def batching_of(path: str | Path, meta: dict[str, str]) -> str:
 
 
 def _quiet_runtime() -> None:
-    """No telemetry, and onnxruntime's process-wide log at errors only: as a service user
-    (home /nonexistent) it warned at every start that it could not store a telemetry id."""
+    """Non-essential telemetry events off (for a host program that loaded onnxruntime before
+    edge_ser could set ORT_DISABLE_TELEMETRY, see edge_ser/__init__.py), and onnxruntime's
+    process-wide log at errors only: as a service user (home /nonexistent) it warned at every
+    start that it could not store a telemetry id."""
     ort.disable_telemetry_events()
     ort.set_default_logger_severity(3)
 

@@ -5,7 +5,8 @@ remainder of a partial frame waits for the next call), asks webrtcvad about each
 the decisions into events:
 
 * :class:`SpeechStart` once an utterance is *confirmed*: at least ``min_speech_ms`` of voiced
-  frames before the hangover expired (shorter blips are dropped without any event);
+  frames before the hangover expired (shorter blips are dropped without any event) and, with
+  ``steady_veto``, a spectrum that changes as speech does (see below);
 * :class:`SpeechAudio` blocks of the utterance's audio (original float samples), the first one
   starting ``preroll_ms`` before the first voiced frame so word onsets are kept;
 * :class:`SpeechEnd` after ``hangover_ms`` of non-speech (the hangover audio is part of the
@@ -27,6 +28,12 @@ Over the RAVDESS and URDU corpora the 35 dB default removes 1.3 % / 0.01 % of th
 speech time, all of it such tails. The peak survives the end of an utterance (decaying), so a
 tail cannot open a new utterance either; the price is that a voice 35 dB quieter than one heard
 a moment before is missed until the peak has decayed.
+
+A fourth, ``steady_veto`` (on by default): a frame is not speech when the voiced frames of the
+last 2 s are a steady tone (the spectrum hardly changes from frame to frame: buzzers, beepers,
+hum) or a stationary sound (band levels of four 240-ms blocks within 1 dB: fan, noise), and a
+candidate utterance is confirmed only once its spectrum changes as speech does, or when it ends
+without a steady frame. webrtcvad calls all of these speech; a 30-s buzzer became an emotion.
 
 Times are seconds since the start of the stream (or the last :meth:`VadGate.reset`).
 Chunking never changes the result: feeding a file in one block or in 30 ms blocks gives the
@@ -92,7 +99,25 @@ ENERGY_FLOOR_DBFS = -70.0
 MAX_FLATNESS = 0.4
 #: How fast the held speech peak (the reference of ``peak_range_db``) decays, dB per second.
 PEAK_DECAY_DB_S = 3.0
+#: A steady tone: the median change of the 0-4 kHz power spectrum (total-variation distance of
+#: the spectra scaled to sum 1) from one voiced frame to the next, over :data:`TONE_MS`, below
+#: this (measured in docs/daemon.md, "What the VAD lets through").
+TONE_CHANGE = 0.02
+TONE_MS = 270
+#: Stationary sound: band levels of :data:`STEADY_BLOCKS` successive blocks of
+#: :data:`STEADY_BLOCK_MS` of voiced frames within this many dB (RMS over 16 bands of 250 Hz and
+#: the blocks) of their mean.
+STEADY_DB = 1.0
+#: ... and a spectrum that changes as speech does: that spread at least this (dB), over two or
+#: more blocks. An utterance is confirmed once one of its frames shows it (or when it ends).
+LIVELY_DB = 1.5
+STEADY_BLOCK_MS = 240
+STEADY_BLOCKS = 4
+#: Voiced frames older than this (s) no longer count for the two tests above.
+CHARACTER_S = 2.0
+_BANDS = 16
 _FEATURE_BLOCK = 256  # frames per vectorised feature computation
+_VOICE, _NOT_VOICE = 1, 2  # what a voiced frame's recent past says (see VadGate._character)
 
 
 def _to_pcm16(x: Float32Array) -> bytes:
@@ -106,15 +131,23 @@ def _hann(n: int) -> NDArray[np.float64]:
     return w
 
 
-def frame_features(frames: NDArray[np.float32]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Mean square and spectral flatness of each row of ``frames`` ``[F, frame_len]``."""
+def _spectra(frames: NDArray[np.float32]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean square and the 0-4 kHz power spectrum of each row of ``frames``."""
     f = frames.astype(np.float64)
     power = np.mean(f * f, axis=1)
     n_fft = 1 << int(np.ceil(np.log2(f.shape[1])))
     spec = np.abs(np.fft.rfft(f * _hann(f.shape[1]), n_fft, axis=1)) ** 2 + 1e-12
-    spec = spec[:, : n_fft // 4 + 1]  # 0-4 kHz: audio resampled from 8 kHz has nothing above
-    flatness = np.exp(np.mean(np.log(spec), axis=1)) / np.mean(spec, axis=1)
-    return power, flatness
+    return power, spec[:, : n_fft // 4 + 1]  # 0-4 kHz: audio resampled from 8 kHz has no more
+
+
+def _flatness(spec: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.asarray(np.exp(np.mean(np.log(spec), axis=1)) / np.mean(spec, axis=1))
+
+
+def frame_features(frames: NDArray[np.float32]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean square and spectral flatness of each row of ``frames`` ``[F, frame_len]``."""
+    power, spec = _spectra(frames)
+    return power, _flatness(spec)
 
 
 class VadGate:
@@ -140,6 +173,9 @@ class VadGate:
         self._min_voiced = max(1, -(-self.cfg.min_speech_ms // self.cfg.frame_ms))
         self._max_len = int(round(self.cfg.max_utterance_s * rate))
         self._peak_decay = PEAK_DECAY_DB_S * self.cfg.frame_ms / 1000.0  # dB per frame
+        self._tone_frames = max(3, round(TONE_MS / self.cfg.frame_ms))
+        self._block_frames = max(2, round(STEADY_BLOCK_MS / self.cfg.frame_ms))
+        self._character_span = int(CHARACTER_S * rate)  # samples
         self.reset()
 
     # --- public API ---------------------------------------------------------------------------
@@ -157,6 +193,12 @@ class VadGate:
         self._voiced = 0
         self._silence_run = 0
         self._peak_db = -math.inf  # held speech peak, dBFS (decays by PEAK_DECAY_DB_S)
+        # recent voiced frames: (stream position, 16 band powers, change from the one before)
+        self._recent: deque[tuple[int, NDArray[np.float64], float]] = deque()
+        self._last_shape: NDArray[np.float64] | None = None  # spectrum of the newest of them
+        self._lively = False  # the candidate utterance showed a changing spectrum
+        self._not_voice = False  # ... or a frame of a steady tone or stationary sound
+        self.not_voice_frames = 0  # frames webrtcvad called speech that _character vetoed
 
     @property
     def time_s(self) -> float:
@@ -180,14 +222,21 @@ class VadGate:
         events: list[VadEvent] = []
         for b in range(0, n_frames, _FEATURE_BLOCK):  # bounded memory for long inputs
             block = frames[b : b + _FEATURE_BLOCK]
-            power, flatness = frame_features(block)
+            power, spec = _spectra(block)
+            flatness = _flatness(spec)
             level = 10.0 * np.log10(np.maximum(power, 1e-20))
             for i, frame in enumerate(block):
                 voiced = bool(self._vad.is_speech(_to_pcm16(frame), self.rate))
                 voiced = voiced and power[i] >= self._floor_ms and flatness[i] <= MAX_FLATNESS
+                character = 0
+                if voiced and self.cfg.steady_veto:
+                    character = self._character(spec[i])
+                    if character == _NOT_VOICE:
+                        voiced = False
+                        self.not_voice_frames += 1
                 if self.cfg.peak_range_db > 0:
                     voiced = self._peak_veto(voiced, float(level[i]))
-                self._step(frame, voiced, events)
+                self._step(frame, voiced, events, character)
                 self._pos += self.frame_len
         self._rest = x[n_frames * self.frame_len :].copy()
         self._emit_chunk(events)
@@ -198,6 +247,8 @@ class VadGate:
         events: list[VadEvent] = []
         self._pos += len(self._rest)
         self._rest = np.zeros(0, dtype=np.float32)
+        if self._state == _CANDIDATE and self._voiced >= self._min_voiced and not self._not_voice:
+            self._confirm(events)  # as when its hangover expires (_close)
         if self._state == _SPEECH:
             self._end(events)
         self._pending = []
@@ -212,6 +263,33 @@ class VadGate:
         self._pos += n_samples
         return events
 
+    def _character(self, spec: NDArray[np.float64]) -> int:
+        """What the voiced frames of the last :data:`CHARACTER_S` (this one included) say:
+        ``_NOT_VOICE`` for a steady tone or a stationary sound, ``_VOICE`` for a spectrum that
+        changes as speech does, 0 while too few frames tell."""
+        while self._recent and self._recent[0][0] < self._pos - self._character_span:
+            self._recent.popleft()
+        shape = spec / spec.sum()
+        change = (0.5 * float(np.abs(shape - self._last_shape).sum())
+                  if self._last_shape is not None and self._recent else math.nan)
+        n = shape.size - 1
+        edges = 1 + np.arange(_BANDS + 1) * n // _BANDS  # 16 bands above DC
+        self._recent.append((self._pos, np.add.reduceat(spec[1:], edges[:-1] - 1), change))
+        self._last_shape = shape
+        tone = [c for _, _, c in list(self._recent)[-self._tone_frames:] if c == c]
+        if len(tone) >= self._tone_frames - 1 and float(np.median(tone)) < TONE_CHANGE:
+            return _NOT_VOICE
+        k = self._block_frames
+        blocks = min(STEADY_BLOCKS, len(self._recent) // k)
+        if blocks < 2:
+            return 0
+        bands = np.stack([b for _, b, _ in list(self._recent)[-blocks * k:]])
+        db = 10.0 * np.log10(bands.reshape(blocks, k, _BANDS).mean(axis=1))
+        spread = float(np.sqrt(np.mean((db - db.mean(axis=0)) ** 2)))
+        if spread >= LIVELY_DB:
+            return _VOICE
+        return _NOT_VOICE if blocks == STEADY_BLOCKS and spread < STEADY_DB else 0
+
     def _peak_veto(self, voiced: bool, level_db: float) -> bool:
         """``voiced`` unless the frame is over ``peak_range_db`` below the held speech peak."""
         self._peak_db -= self._peak_decay
@@ -221,7 +299,8 @@ class VadGate:
         return True
 
     # --- state machine ------------------------------------------------------------------------
-    def _step(self, frame: Float32Array, voiced: bool, events: list[VadEvent]) -> None:
+    def _step(self, frame: Float32Array, voiced: bool, events: list[VadEvent],
+              character: int = 0) -> None:
         if self._state == _IDLE:
             if not voiced:
                 if self._preroll_frames:
@@ -232,6 +311,10 @@ class VadGate:
             self._state = _CANDIDATE
             self._voiced = 0
             self._silence_run = 0
+            self._lively = self._not_voice = False
+        if self._state == _CANDIDATE:
+            self._lively = self._lively or character == _VOICE
+            self._not_voice = self._not_voice or character == _NOT_VOICE
         if voiced:
             self._voiced += 1
             self._silence_run = 0
@@ -242,7 +325,7 @@ class VadGate:
                 return
         if self._state == _CANDIDATE:
             self._pending.append((self._pos, frame))
-            if self._voiced >= self._min_voiced:
+            if self._voiced >= self._min_voiced and (self._lively or not self.cfg.steady_veto):
                 self._confirm(events)
         else:
             self._chunk.append(frame)
@@ -264,6 +347,8 @@ class VadGate:
     def _close(self, frame: Float32Array, events: list[VadEvent]) -> None:
         """Hangover expired at ``frame`` (not part of the utterance)."""
         before: list[tuple[int, Float32Array]] = []  # audio that may be the next pre-roll
+        if self._state == _CANDIDATE and self._voiced >= self._min_voiced and not self._not_voice:
+            self._confirm(events)  # too short to tell by its spectrum: speech, as before the veto
         if self._state == _SPEECH:
             self._end(events)
         else:

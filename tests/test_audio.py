@@ -177,23 +177,76 @@ def test_blocks_match_the_whole_file(
     assert np.max(np.abs(got[:n] - whole[:n])) < 1e-3  # no clicks at block edges
 
 
-def test_a_long_file_is_never_in_memory_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("fmt", "cut"), [("int16", False), ("int24", False), ("int16", True),
+                                          ("int24", True)])
+def test_a_long_file_is_never_in_memory_whole(tmp_path: Path, fmt: str, cut: bool) -> None:
+    """Opening and reading hold a few blocks, whatever the sample format, and also when the
+    header promises more than the file holds (a recorder that lost power)."""
     rate, seconds = 48000, 180
     t = np.arange(rate * seconds) / rate
     tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     path = tmp_path / "long.wav"
-    wavfile.write(str(path), rate, _encode(np.stack([tone, tone], axis=1), "int16"))
-    size = path.stat().st_size  # 35 MB; the whole file as float64 would be 69 MB
+    if fmt == "int24":
+        _write_24bit(path, np.stack([tone, tone], axis=1).reshape(-1), rate, channels=2)
+    else:
+        wavfile.write(str(path), rate, _encode(np.stack([tone, tone], axis=1), "int16"))
     del t, tone
-    with WavFile(path) as wav:
-        tracemalloc.start()
-        try:
+    if cut:  # the header still promises 180 s
+        with path.open("r+b") as f:
+            f.truncate(path.stat().st_size * 2 // 3)
+    size = path.stat().st_size  # 23-52 MB; the whole file as float64 would be 46-69 MB
+    tracemalloc.start()
+    try:
+        with WavFile(path) as wav:
             samples = sum(b.size for b in wav.blocks())
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-    assert abs(samples - SAMPLE_RATE * seconds) <= 1
+            notes = list(wav.notes)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    expected = SAMPLE_RATE * seconds * 2 // 3 if cut else SAMPLE_RATE * seconds
+    assert abs(samples - expected) <= 2
     assert peak < size / 4, f"peak {peak / 1e6:.1f} MB while reading a {size / 1e6:.1f} MB file"
+    assert [n.startswith("cut short (EOF): its header promises 180.00 s") for n in notes] == (
+        [True] if cut else [])
+
+
+@pytest.mark.parametrize(("fmt", "channels"), [("int24", 1), ("int24", 2), ("int16", 2),
+                                               ("float32", 1)])
+def test_a_file_cut_short_reads_what_is_there(
+    tmp_path: Path, clip: np.ndarray, monkeypatch: pytest.MonkeyPatch, fmt: str, channels: int
+) -> None:
+    monkeypatch.setattr(audio, "BLOCK_S", 0.37)
+    x = resample(clip, SAMPLE_RATE, 22050) * np.float32(0.9)
+    data = np.stack([x, 0.5 * x], axis=1) if channels == 2 else x
+    path = tmp_path / "whole.wav"
+    if fmt == "int24":
+        _write_24bit(path, data.reshape(-1), 22050, channels=channels)
+    else:
+        wavfile.write(str(path), 22050, _encode(data, fmt))
+    whole = read_wav(path)
+    cut = tmp_path / "cut.wav"
+    width = {"int24": 3, "int16": 2, "float32": 4}[fmt] * channels
+    content = path.read_bytes()
+    start = content.index(b"data") + 8
+    cut.write_bytes(content[: start + width * 22050 + width // 2])  # 1 s and a half frame
+    with WavFile(cut) as wav:
+        assert wav.frames == 22050 and wav.notes and "EOF" in wav.notes[0]
+        got = np.concatenate(list(wav.blocks()))
+    assert abs(got.size - SAMPLE_RATE) <= 1
+    n = SAMPLE_RATE - 100  # the resampler's last few samples see the cut
+    assert np.max(np.abs(got[:n] - whole[:n])) < 1e-3
+
+
+def test_big_endian_24_bit_rifx(tmp_path: Path, clip: np.ndarray) -> None:
+    """RIFX (big-endian) 24-bit: scipy reads it whole; read block by block here."""
+    ints = np.clip(np.round(clip * 0.9 * 2**23), -(2**23), 2**23 - 1).astype(">i4")
+    raw = ints.view(np.uint8).reshape(-1, 4)[:, 1:].tobytes()
+    fmt = struct.pack(">HHIIHH", 1, 1, SAMPLE_RATE, SAMPLE_RATE * 3, 3, 24)
+    body = b"WAVE" + b"fmt " + struct.pack(">I", 16) + fmt + b"data" + struct.pack(
+        ">I", len(raw)) + raw
+    path = tmp_path / "rifx24.wav"
+    path.write_bytes(b"RIFX" + struct.pack(">I", len(body)) + body)
+    np.testing.assert_allclose(read_wav(path), clip * np.float32(0.9), atol=1e-4)
 
 
 def test_nan_later_in_the_file_is_found_after_the_audio_before_it(

@@ -208,3 +208,15 @@ def test_model_metadata_in_an_error_has_its_control_bytes_escaped(
     (line,) = proc.stderr.strip().splitlines()
     assert "\x1b" not in line and "\x07" not in line
     assert "neutral,\\x1b[2J\\x1b[31msadness\\x07 differ from" in line, line
+
+
+def test_a_buzzer_is_not_speech(tmp_path: Path) -> None:
+    """A 30-s clipping square wave (an alarm buzzer) passed webrtcvad as 30 s of speech and came
+    out as an emotion; the VAD's steady-sound veto keeps it from the model."""
+    t = np.arange(30 * 16000) / 16000
+    buzz = np.clip(1.2 * np.sign(np.sin(2 * np.pi * 440 * t)), -1, 1)
+    wavfile.write(str(tmp_path / "buzzer.wav"), 16000, (buzz * 32767).astype(np.int16))
+    proc = classify(tmp_path / "buzzer.wav", "--format", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    record = _records(proc)[0]
+    assert (record["emotion"], record["reason"], record["speech_s"]) == (None, "no speech", 0.0)

@@ -263,3 +263,67 @@ def test_pauses_stay_pauses_whatever_the_source_rate(note: np.ndarray, rate: int
     assert len(got) == len(want) == 3
     for (a, b), (c, d) in zip(got, want, strict=True):
         assert abs(a - c) < 0.1 and abs(b - d) < 0.1
+
+
+def _steady_sounds(seconds: float = 20.0) -> dict[str, np.ndarray]:
+    """Home sounds that webrtcvad calls speech: an alarm buzzer, a beeper, hum, fan, noise."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    rng = np.random.default_rng(3)
+    spec = np.fft.rfft(rng.standard_normal(t.size))
+    f = np.fft.rfftfreq(t.size, 1 / SAMPLE_RATE)
+    pink = np.fft.irfft(spec / np.sqrt(np.maximum(f, f[1])), t.size)
+    fan = np.convolve(rng.standard_normal(t.size), np.hanning(40), "same")  # low-passed noise
+    sounds = {
+        "square 440 Hz, clipping": np.clip(1.2 * np.sign(np.sin(2 * np.pi * 440 * t)), -1, 1),
+        "sine 1 kHz": np.sin(2 * np.pi * 1000 * t),
+        "smoke alarm 3.1 kHz, 0.5 s on/off": np.sin(2 * np.pi * 3100 * t) * ((t % 1.0) < 0.5),
+        "hum 50 Hz + harmonics": sum(np.sin(2 * np.pi * 50 * k * t) / k for k in range(1, 12)),
+        "pink noise": pink,
+        "fan": fan,
+    }
+    return {k: (0.25 * v / np.max(np.abs(v))).astype(np.float32) if k != "square 440 Hz, clipping"
+            else v.astype(np.float32) for k, v in sounds.items()}
+
+
+STEADY = _steady_sounds()
+
+
+@pytest.mark.parametrize("name", list(STEADY))
+def test_steady_tones_and_stationary_noise_are_not_speech(name: str) -> None:
+    x = STEADY[name]
+    assert _spans(_run(x, _vad(steady_veto=False))), "webrtcvad alone calls it speech"
+    assert _spans(_run(x, _vad())) == []
+    assert _spans(_run(x, _vad(), chunk=1440)) == []
+
+
+@pytest.mark.parametrize(("name", "snr_db"), [("pink noise", 5), ("fan", 5),
+                                              ("square 440 Hz, clipping", 10), ("sine 1 kHz", 5)])
+def test_speech_over_a_steady_sound_is_kept(note: np.ndarray, name: str, snr_db: float) -> None:
+    bg = STEADY[name][: note.size]
+    level = np.sqrt(np.mean(note[np.abs(note) > 0.01] ** 2))
+    x = (note + bg / np.sqrt(np.mean(bg**2)) * level * 10 ** (-snr_db / 20)).astype(np.float32)
+    assert _spans(_run(x, _vad())) == _spans(_run(x, _vad(steady_veto=False)))
+    assert len(_spans(_run(x, _vad()))) == 3
+
+
+def test_speech_after_a_steady_sound_is_found(note: np.ndarray) -> None:
+    """The alarm's frames are vetoed; the voice that follows is heard from its onset."""
+    x = np.concatenate([STEADY["smoke alarm 3.1 kHz, 0.5 s on/off"][: 5 * SAMPLE_RATE], note])
+    got = [(a - 5, b - 5) for a, b in _spans(_run(x, _vad()))]
+    want = _spans(_run(note, _vad()))
+    assert len(got) == len(want) == 3
+    for (a, b), (c, d) in zip(got, want, strict=True):
+        assert abs(a - c) < 0.1 and abs(b - d) < 0.1
+
+
+@pytest.mark.corpus
+def test_the_steady_veto_keeps_every_utterance_of_the_corpora(shared_data: Path) -> None:
+    """A sample of each corpus (the whole: ``python -m benchmarks.nonspeech``, docs/daemon.md)."""
+    import csv
+
+    for manifest in sorted(shared_data.glob("*/manifest.csv")):
+        with manifest.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))[::25]
+        for row in rows:
+            x = read_wav(manifest.parent / row["file"])
+            assert _spans(_run(x, _vad())) == _spans(_run(x, _vad(steady_veto=False))), row

@@ -115,6 +115,11 @@ class VadConfig(_Strict):
         description="Frames more than this many dB below the held speech peak (the loudest "
         "speech frame, decaying 3 dB per second) are never speech, in dB (0 disables).",
     )
+    steady_veto: bool = Field(
+        True, description="Frames of a steady tone (beeper, alarm, hum) or of a stationary sound "
+        "(fan, noise) over the last second are never speech, and an utterance is confirmed only "
+        "once its spectrum changes as speech does (about 0.5 s); true or false, no unit.",
+    )
 
 
 class WindowConfig(_Strict):
