@@ -175,6 +175,7 @@ def run_daemon(config: Path, wav: Path, timeout_s: float) -> DaemonRun:
 
 
 def _model(variants: list[Variant]) -> Variant | None:
+    """The shipped int8 model (the daemon's default) when measured, else the first ONNX one."""
     usable = [v for v in variants if v.kind == "onnx" and not v.skipped]
     return next((v for v in usable if v.name == "shipped-int8"), usable[0] if usable else None)
 

@@ -1,9 +1,10 @@
 """Soak: the daemon over many hours of speech, to show that its memory and handles stay flat.
 
-The daemon (the shipped int8 model, one thread) plays examples/voice-note.wav in a loop as fast
-as it can and publishes to a real mosquitto on 127.0.0.1, where a subscriber counts the events.
-Every window goes through the whole pipeline (VAD, windows, model, aggregation, MQTT), at about
-180-190x real time on the development VM, so the default 10 minutes are over a day of speech.
+The daemon (the shipped int8 model, Whisper tiny.en encoder + head, one thread) plays
+examples/voice-note.wav in a loop as fast as it can and publishes to a real mosquitto on
+127.0.0.1, where a subscriber counts the events. Every window goes through the whole pipeline
+(VAD, windows, model, aggregation, MQTT), at about 180-200x real time on the development VM, so
+the default 10 minutes are over a day of speech.
 Every 5 seconds (1 with ``--quick``): the daemon's RSS, USS, open file descriptors and threads,
 and the audio it has processed (``stream_s`` of its stats topic). The verdict compares the end
 of the run (median of its last 10 %) with the end of the warm-up (median of 20-30 % into it).
@@ -29,12 +30,13 @@ from benchmarks.broker import Broker, Recorder, mosquitto_missing
 from benchmarks.e2e import spawn_daemon, stop_daemon, write_daemon_config
 from benchmarks.options import make_out_dir
 from benchmarks.units import percentile, q
+from benchmarks.variants import MODEL_FILES
 from edge_ser.errors import ConfigError
 
 log = logging.getLogger(__name__)
 MIB = float(2**20)
 WAV = EXAMPLES / "voice-note.wav"
-MODEL = REPO / "models" / "edge-ser-compact.int8.onnx"
+MODEL = MODEL_FILES["shipped-int8"]
 DEVICE_ID = "soak"
 #: "flat": RSS grew by at most this many MiB, or this share of the warm RSS, whichever is more
 #: (the page cache moves file-backed pages by some MiB), and no fds or threads were added.

@@ -116,7 +116,9 @@ def run_bench(args: argparse.Namespace, sections: list[str]) -> Path:
         "machine": {**machine_facts(), "load_average_start": load_before},
         "variants": {v.name: {"status": "skipped" if v.skipped else "ok", "reason": v.skipped,
                               "kind": v.kind, "path": str(v.path) if v.path else None,
-                              "notes": v.notes} for v in variants},
+                              "family": v.family, "precision": v.precision,
+                              "encoder": v.encoder or None, "notes": v.notes}
+                     for v in variants},
     }
     if build:
         report["build"] = {"distilhubert": _build_facts(build)}

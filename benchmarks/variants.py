@@ -1,9 +1,11 @@
 """Which models a run measures, and building the DistilHuBERT ones (cached by export-code hash).
 
-Default variants: the shipped int8 model and its fp32 twin, DistilHuBERT int8 and fp32 exported
-with random weights by ``edge_ser_model.export.export_distilhubert``, and DistilHuBERT in PyTorch
-eager mode. ``--models`` takes any of those names and/or paths of ``.onnx`` files. A variant
-that cannot be had is kept with ``skipped`` set to the one-line reason.
+Default variants: the shipped model (frozen Whisper tiny.en encoder + trained head) int8 and its
+fp32 twin, the compact model int8 (the lighter option; its fp32 twin on request), DistilHuBERT
+int8 and fp32 exported with random weights by ``edge_ser_model.export.export_distilhubert``, and
+DistilHuBERT in PyTorch eager mode. ``--models`` takes any of those names and/or paths of
+``.onnx`` files. A variant that cannot be had is kept with ``skipped`` set to the one-line
+reason.
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import REPO
-from benchmarks.options import DEFAULT_NAMES
+from benchmarks.options import DEFAULT_NAMES, KNOWN_NAMES
 from edge_ser import WINDOW_S
 from edge_ser.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
-SHIPPED_INT8 = REPO / "models" / "edge-ser-compact.int8.onnx"
-SHIPPED_FP32 = REPO / "models" / "edge-ser-compact.fp32.onnx"
+#: the files behind the named variants: shipped = the default model, compact = the lighter option
+MODEL_FILES = {
+    "shipped-int8": REPO / "models" / "edge-ser-whisper-tiny.int8.onnx",
+    "shipped-fp32": REPO / "models" / "edge-ser-whisper-tiny.fp32.onnx",
+    "compact-int8": REPO / "models" / "edge-ser-compact.int8.onnx",
+    "compact-fp32": REPO / "models" / "edge-ser-compact.fp32.onnx",
+}
 #: Files whose content decides what export_distilhubert builds (the cache key hashes them).
 EXPORT_CODE = ("edge_ser_model/export.py", "edge_ser_model/quantize.py",
                "edge_ser_model/calibration.py", "edge_ser_model/encoders/distilhubert.py",
@@ -44,12 +51,13 @@ BUILD_TIMEOUT_S = 1800.0
 class Variant:
     name: str
     kind: str  # "onnx" | "torch"
-    family: str  # "shipped" | "distilhubert" | "custom"
+    family: str  # "shipped" | "compact" | "distilhubert" | "custom"
     precision: str  # "int8" | "fp32"
     path: Path | None = None
     skipped: str | None = None
     window_s: float = WINDOW_S
     notes: list[str] = field(default_factory=list)
+    encoder: str = ""  # the model's ``encoder`` metadata (whisper-tiny, compact, distilhubert)
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind,
@@ -201,6 +209,7 @@ def _custom(path: Path) -> Variant:
 
         info = read_model_info(path)
         v.window_s = info.window_s
+        v.encoder = info.encoder
         quant = info.quantization.lower()
         v.precision = "int8" if ("int8" in quant or "int8" in name) else "fp32"
     except Exception as exc:  # ModelError: measured anyway, the worker reports the refusal
@@ -217,10 +226,11 @@ def resolve_variants(
     build: dict[str, Any] = {}
     out: list[Variant] = []
     for item in wanted:
-        if item in ("shipped-int8", "shipped-fp32"):
-            path = SHIPPED_INT8 if item.endswith("int8") else SHIPPED_FP32
+        if item in MODEL_FILES:
+            path = MODEL_FILES[item]
             v = _custom(path)
-            v.name, v.family, v.precision = item, "shipped", item.rsplit("-", 1)[1]
+            v.name = item
+            v.family, v.precision = item.rsplit("-", 1)
             if v.skipped:
                 v.skipped = f"{path.relative_to(REPO)} is not in this checkout"
             out.append(v)
@@ -229,12 +239,14 @@ def resolve_variants(
                 build = build_distilhubert(cache_dir, CHECK_WINDOWS[quick])
             prec = item.rsplit("-", 1)[1]
             built: Path | None = build.get(prec)
-            v = Variant(name=item, kind="onnx", family="distilhubert", precision=prec, path=built)
+            v = Variant(name=item, kind="onnx", family="distilhubert", precision=prec, path=built,
+                        encoder="distilhubert (random init)")
             if built is None:
                 v.skipped = build.get("error") or f"export_distilhubert wrote no {prec} file"
             out.append(v)
         elif item == "distilhubert-torch":
-            v = Variant(name=item, kind="torch", family="distilhubert", precision="fp32")
+            v = Variant(name=item, kind="torch", family="distilhubert", precision="fp32",
+                        encoder="distilhubert (random init)")
             v.skipped = _torch_missing()
             v.notes.append("PyTorch eager, random init, plain (unchunked) front end")
             out.append(v)
@@ -257,7 +269,7 @@ def _loads(path: str) -> None:
 
 def check_model_name(item: str, option: str) -> None:
     """``item`` is a variant name or an existing model file; ConfigError naming ``option``."""
-    if item in DEFAULT_NAMES:
+    if item in KNOWN_NAMES:
         return
     if item.endswith(".onnx") or Path(item).exists():
         if not Path(item).is_file():
@@ -268,4 +280,4 @@ def check_model_name(item: str, option: str) -> None:
             raise ConfigError(f"{option}: {exc}") from exc
         return
     raise ConfigError(f"{option}: unknown model {item!r} (a path to .onnx, or one of "
-                      f"{', '.join(DEFAULT_NAMES)})")
+                      f"{', '.join(KNOWN_NAMES)})")

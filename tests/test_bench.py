@@ -447,3 +447,23 @@ def test_bench_misuse_is_one_line_before_measuring(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("edge-ser bench: error: "), err
     assert why.replace("{file}", str(file)) in err[-1]
+
+
+def test_named_variants_are_the_shipped_whisper_model_and_the_compact_one(
+        tmp_path: Path) -> None:
+    from benchmarks.options import DEFAULT_NAMES
+    from benchmarks.soak import MODEL
+
+    assert DEFAULT_NAMES[:3] == ("shipped-int8", "shipped-fp32", "compact-int8")
+    variants, _ = resolve_variants(["shipped-int8", "shipped-fp32", "compact-int8",
+                                    "compact-fp32"], tmp_path / "cache")
+    by = {v.name: v for v in variants}
+    assert by["shipped-int8"].path == REPO / "models" / "edge-ser-whisper-tiny.int8.onnx"
+    assert by["shipped-fp32"].path == REPO / "models" / "edge-ser-whisper-tiny.fp32.onnx"
+    assert by["compact-int8"].path == REPO / "models" / "edge-ser-compact.int8.onnx"
+    assert MODEL == by["shipped-int8"].path  # the soak runs the default model
+    for v in variants:
+        assert v.skipped is None, v.skipped
+        assert (v.family, v.precision) == tuple(v.name.rsplit("-", 1))
+    assert by["shipped-int8"].encoder == by["shipped-fp32"].encoder == "whisper-tiny"
+    assert by["compact-int8"].encoder == "compact"
