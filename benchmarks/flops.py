@@ -2,7 +2,9 @@
 
 Shapes come from onnx shape inference with the input fixed to ``[1, samples]``; where that cannot
 resolve a shape (data-dependent Slice, Pad, ...), from one onnxruntime run on a window of real
-speech with those tensors exposed as outputs. The count covers
+speech with those tensors exposed as outputs. That window has speech up to its last sample, so a
+graph that cuts the window at the end of speech (the Whisper-based model does, to skip the zero
+padding) is counted for a full window of continuous speech, its most work. The count covers
 Conv, MatMul and Gemm and their quantized forms (ConvInteger, QLinearConv, MatMulInteger,
 QLinearMatMul, MatMulNBits, DynamicQuantizeMatMul), and LSTM / DynamicQuantizeLSTM (the input
 and recurrent products of the four gates, every step): 2 x multiply-accumulates. Element-wise ops,
@@ -78,11 +80,12 @@ def _needed(node: Any) -> list[str]:
 
 
 def _runtime_shapes(model: Any, names: list[str], samples: int) -> dict[str, list[int]]:
-    """Shapes of ``names`` from one onnxruntime run on a real speech window."""
+    """Shapes of ``names`` from one onnxruntime run on a window of real speech that lasts to its
+    last sample (no zero padding for a data-dependent Slice to cut off)."""
     import onnx
     import onnxruntime as ort
 
-    from benchmarks.inputs import speech_windows
+    from benchmarks.inputs import fill_to_end, speech_windows
 
     types = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.value_info}
     have = {o.name for o in model.graph.output} | {i.name for i in model.graph.initializer}
@@ -97,7 +100,7 @@ def _runtime_shapes(model: Any, names: list[str], samples: int) -> dict[str, lis
     opts.log_severity_level = 3
     sess = ort.InferenceSession(probe.SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
-    window = speech_windows(1, samples / float(SAMPLE_RATE))[0][None, :]
+    window = fill_to_end(speech_windows(1, samples / float(SAMPLE_RATE))[0])[None, :]
     wanted = [o.name for o in sess.get_outputs() if o.name in set(names)]
     values = sess.run(wanted, {"waveform": window})
     return {n: [int(d) for d in v.shape] for n, v in zip(wanted, values, strict=True)}

@@ -449,6 +449,75 @@ def test_bench_misuse_is_one_line_before_measuring(
     assert why.replace("{file}", str(file)) in err[-1]
 
 
+def _sliced_at_end_of_speech(path: Path) -> Path:
+    """The stand-in with the Whisper-based model's first step: the window is cut after its last
+    non-zero sample (rounded up to a whole frame), so the work depends on the data."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    c: dict[str, Any] = {
+        "zero": np.array(0.0, np.float32), "frame": np.array(256.0, np.float32),
+        "one": np.array(1.0, np.float32), "lo": np.array(256.0, np.float32),
+        "hi": np.array(128000.0, np.float32), "start": np.array([0], np.int64),
+        "axis": np.array([1], np.int64), "shape": np.array([1, -1, 256], np.int64),
+        "w": rng.standard_normal((256, 64)).astype(np.float32),
+        "w2": rng.standard_normal((64, 4)).astype(np.float32),
+        "limit": np.array(128000.0, np.float32), "pos0": np.array(1.0, np.float32)}
+    nodes = [
+        helper.make_node("Range", ["pos0", "limit_plus", "one"], ["pos"]),
+        helper.make_node("Add", ["limit", "one"], ["limit_plus"]),
+        helper.make_node("Equal", ["waveform", "zero"], ["is_zero"]),
+        helper.make_node("Not", ["is_zero"], ["voiced"]),
+        helper.make_node("Cast", ["voiced"], ["voiced_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["voiced_f", "pos"], ["voiced_pos"]),
+        helper.make_node("ReduceMax", ["voiced_pos"], ["last"], keepdims=0),
+        helper.make_node("Div", ["last", "frame"], ["frames_f"]),
+        helper.make_node("Ceil", ["frames_f"], ["frames_up"]),
+        helper.make_node("Mul", ["frames_up", "frame"], ["end_f"]),
+        helper.make_node("Clip", ["end_f", "lo", "hi"], ["end_c"]),
+        helper.make_node("Cast", ["end_c"], ["end_i"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["end_i", "axis"], ["end"]),
+        helper.make_node("Slice", ["waveform", "start", "end", "axis"], ["speech"]),
+        helper.make_node("Reshape", ["speech", "shape"], ["frames"]),
+        helper.make_node("MatMul", ["frames", "w"], ["hidden"]),
+        helper.make_node("ReduceMean", ["hidden"], ["pooled"], axes=[1], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "w2"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "sliced", [helper.make_tensor_value_info("waveform", TensorProto.FLOAT,
+                                                        [1, 128000])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in c.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_flops_of_a_graph_that_stops_at_the_end_of_speech_count_a_full_window(
+        tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    path = _sliced_at_end_of_speech(tmp_path / "sliced.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    short = np.zeros((1, 128000), np.float32)
+    short[0, :40000] = 0.1  # 2.5 s of sound, then padding: the graph does less work
+    assert sess.run(["logits"], {"waveform": short})[0].shape == (1, 4)
+    fl = count_flops(path)
+    assert fl["nodes_unresolved"] == 0
+    assert fl["flops"] == 2 * (500 * 256 * 64 + 64 * 4), fl  # all 500 frames of 8 s
+
+
+def test_benchmark_windows_are_speech_to_the_last_sample() -> None:
+    from benchmarks.inputs import fill_to_end, speech_windows
+
+    windows = speech_windows(8)
+    assert len({w.tobytes() for w in windows}) == 8
+    for w in windows:
+        assert w.shape == (128000,) and w[-1] != 0 and 0.9 < float(np.abs(w).max()) <= 0.951
+    padded = np.zeros(10, np.float32)
+    padded[:4] = [1, 2, 3, 4]
+    assert fill_to_end(padded).tolist() == [1, 2, 3, 4, 1, 2, 3, 4, 1, 2]
+
+
 def test_named_variants_are_the_shipped_whisper_model_and_the_compact_one(
         tmp_path: Path) -> None:
     from benchmarks.options import DEFAULT_NAMES
