@@ -20,4 +20,4 @@ REPO = Path(__file__).resolve().parent.parent
 #: Bundled real speech used for every window the benchmarks run.
 EXAMPLES = REPO / "examples"
 #: Report schema version (bump when keys change; compare refuses mismatched majors).
-SCHEMA = "edge-ser-bench/1"
+SCHEMA = "edge-ser-bench/1.1"

@@ -48,7 +48,8 @@ def _d(x: Any, *keys: str) -> dict[str, Any]:
 
 
 _THREAD_ROWS = (("median", "latency median"), ("p95", "latency p95"), ("p99", "latency p99"),
-                ("rtf", "real-time factor"), ("gemm_share", "share of the GEMM limit"))
+                ("rtf", "real-time factor"), ("core_share", "share of one core"),
+                ("gemm_share", "share of the GEMM limit"))
 
 
 def _thread_order(t: str) -> tuple[int, str]:

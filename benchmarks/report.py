@@ -12,7 +12,7 @@ from typing import Any
 from benchmarks.machine import was_busy
 from benchmarks.plots import write_plots
 from benchmarks.ram import RAM_SETTINGS
-from benchmarks.targets import duty_verdicts, evaluate_targets
+from benchmarks.targets import continuous_speech, duty_verdicts, evaluate_targets
 from benchmarks.units import fmt, val
 
 log = logging.getLogger(__name__)
@@ -46,16 +46,13 @@ def _machine(m: dict[str, Any]) -> list[str]:
 def _summary(ratios: dict[str, Any]) -> list[str]:
     one = ratios.get("1") or {}
     said = [
+        ("shipped_int8_speedup_vs_fp32", "shipped int8 vs its fp32 twin"),
+        ("compact_int8_speedup_vs_fp32", "compact int8 vs its fp32 twin"),
         ("distilhubert_int8_speedup_vs_fp32", "DistilHuBERT int8 vs its fp32 ONNX"),
         ("distilhubert_int8_speedup_vs_torch", "DistilHuBERT int8 ONNX vs PyTorch eager"),
-        ("shipped_int8_speedup_vs_fp32", "shipped int8 vs its fp32 twin"),
-        ("shipped_cheaper_than_distilhubert_latency", "shipped int8 vs DistilHuBERT int8"),
     ]
     out = [f"- {text}: **{fmt(one[k], 2)}** faster per window (1 thread)"
            for k, text in said if val(one.get(k)) is not None]
-    fl = ratios.get("shipped_cheaper_than_distilhubert_flops")
-    if val(fl) is not None:
-        out.append(f"- shipped model: **{fmt(fl, 1)}** fewer FLOPs per window than DistilHuBERT")
     return out or ["- no pair of variants to compare in this run"]
 
 
@@ -75,10 +72,11 @@ def _latency(lat: dict[str, Any]) -> list[str]:
     gemm = ", ".join(f"{t} thr {fmt(g['rate'])}" for t, g in (lat.get("gemm") or {}).items())
     out = _table(["model", "threads", "windows", "median", "p95", "p99", "first (cold)", "RTF",
                   "work/window", "achieved", "of GEMM limit", "file"], rows)
-    out += ["", f"GEMM limit (numpy float32 matmul): {gemm}. RTF = median latency / window "
+    out += ["", f"GEMM limit (numpy float32 matmul): {gemm}. RTF = mean latency / window "
             "length (below 1 keeps up). Timed windows exclude warm-up; 'first' is the cold "
-            "first window after load. 'Work' counts Conv/MatMul/Gemm/LSTM FLOPs; int8 kernels "
-            "(VNNI / dot-product instructions) can go past the float32 GEMM limit."]
+            "first window after load. Each window is speech to its last sample. 'Work' counts "
+            "Conv/MatMul/Gemm/LSTM FLOPs; int8 kernels (VNNI / dot-product instructions) can go "
+            "past the float32 GEMM limit."]
     ratios = lat.get("ratios") or {}
     rrows = []
     for t, r in ratios.items():
@@ -87,21 +85,45 @@ def _latency(lat: dict[str, Any]) -> list[str]:
         for k, v in r.items():
             if val(v) is not None:
                 rrows.append([t, k.replace("_", " "), fmt(v, 2)])
-    fl = ratios.get("shipped_cheaper_than_distilhubert_flops")
     out += ["", *_summary(ratios)]
     if rrows:
         out += ["", "All ratios at equal threads (A vs B = how many times faster A is):", ""]
         out += _table(["threads", "ratio", "value"], rrows)
-    if val(fl) is not None:
-        out += ["", f"FLOPs per window, DistilHuBERT fp32 / shipped int8: {fmt(fl, 1)}"]
     for fam, a in (lat.get("agreement") or {}).items():
-        more = (" (this run's quick check; the target row above uses the exporter's larger "
-                "check)" if fam == "distilhubert" else "")
+        if a.get("status") != "ok":
+            out += ["", f"int8 vs fp32 argmax agreement ({fam}): {a.get('status')}: "
+                    f"{a.get('reason')}"]
+            continue
+        more = (" (this run's quick check on random weights; the target row above uses the "
+                "exporter's larger check)" if fam == "distilhubert" else "")
+        corpora = ", ".join(f"{k} {fmt(c.get('argmax_agreement'))} of {fmt(c.get('windows'))}"
+                            for k, c in (a.get("by_corpus") or {}).items())
         out += ["", f"int8 vs fp32 argmax agreement ({fam}): {fmt(a['argmax_agreement'])} over "
-                f"{fmt(a['windows'])} windows of real speech{more}"]
+                f"{fmt(a['windows'])} windows of real speech from {a.get('source')}{more}"
+                + (f"; per corpus: {corpora}" if corpora else "")]
     if skipped:
         out += ["", "Not measured:", *skipped]
     return out
+
+
+def _continuous(c: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, m in (c.get("models") or {}).items():
+        if m.get("status") != "ok":
+            rows.append([name, "", "", f"{m.get('status')}: {m.get('reason')}", "", "", "", ""])
+            continue
+        agree = m.get("int8_fp32_agreement")
+        rows.append([name, str(m.get("encoder") or ""), fmt(m.get("flops_per_window"), 3),
+                     fmt(m.get("latency_mean")), fmt(m.get("rtf")), fmt(m.get("core_share"), 2),
+                     (f"{fmt(agree)} ({fmt(m.get('agreement_windows'))} windows)"
+                      if val(agree) is not None else "n/a")])
+    return _table(["model", "encoder", "work/window", "mean latency", "real-time factor",
+                   "share of one core", "int8/fp32 agreement"], rows) + [
+        "", "One 8-s window of speech every 8 s on 1 thread: real-time factor = mean processing "
+        "time / audio time (below 1 keeps up); share of one core = mean CPU time per window / "
+        "window length (what is left of the core for everything else). Agreement: int8 and its "
+        "fp32 twin pick the same class, on real speech (n/a without both files in --models; "
+        "DistilHuBERT: random weights, its exporter's check)."]
 
 
 def _ram(ram: dict[str, Any]) -> list[str]:
@@ -185,13 +207,15 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines += ["## Machine", "", *_machine(r.get("machine") or {}), "", "## Verdicts", ""]
     lines += _table(["duty", "verdict", "why"], [[d["duty"], f"**{d['verdict']}**", d["reason"]]
                                                   for d in r.get("duties", [])])
-    lines += ["", "## Targets (issue 5)", ""]
+    lines += ["", "## Targets", ""]
     mark = {True: "pass", False: "**FAIL**", None: "not measured"}
     lines += _table(["target", "measured", "limit", "result", "note"],
                     [[t["target"], fmt(t["measured"], 2), fmt(t["limit"], 2), mark[t["pass"]],
                       t.get("note", "")] for t in r.get("targets", [])])
     if r.get("quick"):
         lines += ["", _few_samples(r)]
+    if (r.get("continuous_speech") or {}).get("models"):
+        lines += ["", "## Continuous speech, per model", "", *_continuous(r["continuous_speech"])]
     if r.get("latency"):
         lines += ["", "## Latency per window", "", *_latency(r["latency"])]
     if r.get("ram"):
@@ -217,6 +241,7 @@ def render_markdown(r: dict[str, Any]) -> str:
 def finish(report: dict[str, Any], out: Path, rss_budget_mib: float = 400.0,
            default_arena: bool = True) -> Path:
     """Targets, verdicts and plots into ``report``; write report.json and report.md to ``out``."""
+    report["continuous_speech"] = continuous_speech(report)
     report["targets"] = evaluate_targets(report, default_arena)
     report["duties"] = duty_verdicts(report, rss_budget_mib)
     report["plots"] = write_plots(report, out)

@@ -84,13 +84,15 @@ def run_windows(args: argparse.Namespace) -> dict[str, Any]:
     for i in range(args.warmup):
         runner.scores(windows[(i + 1) % len(windows)])
     latencies: list[float] = []
+    cpu: list[float] = []
     argmax: list[int] = []
     rss_trace: list[int] = []
     for i in range(args.windows):
         w = windows[i % len(windows)]
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         s = runner.scores(w)
         latencies.append((time.perf_counter() - t0) * 1000.0)
+        cpu.append((time.process_time() - c0) * 1000.0)  # every thread of this process
         argmax.append(int(s.argmax()))
         rss_trace.append(_rss())
     return {
@@ -100,6 +102,7 @@ def run_windows(args: argparse.Namespace) -> dict[str, Any]:
         "load_s": load_s,
         "first_ms": first_ms,
         "latencies_ms": latencies,
+        "cpu_ms": cpu,
         "argmax": argmax,
         "distinct_windows": len(windows),
         "rss_bytes": {

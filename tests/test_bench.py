@@ -85,9 +85,11 @@ def test_quick_report_has_every_section_key_and_unit(quick_report: Path) -> None
         assert m1["status"] == "ok", m1
         st = m1["threads"]["1"]
         units = {k: st[k]["unit"] for k in ("median", "p95", "p99", "rtf", "achieved",
-                                            "gemm_share")}
+                                            "gemm_share", "cpu_per_window", "core_share")}
         assert units == {"median": "ms", "p95": "ms", "p99": "ms", "rtf": "s/s",
-                         "achieved": "GFLOP/s", "gemm_share": "%"}
+                         "achieved": "GFLOP/s", "gemm_share": "%", "cpu_per_window": "ms",
+                         "core_share": "% of one core"}
+        assert st["rtf"]["value"] > 0 and st["core_share"]["value"] > 0
         assert st["median"]["value"] <= st["p95"]["value"] <= st["p99"]["value"]
         assert len(st["samples"]["values"]) == st["windows"]["value"] == 3
         assert m1["flops_per_window"] == {"value": 0.0164, "unit": "GFLOP"}
@@ -103,9 +105,16 @@ def test_quick_report_has_every_section_key_and_unit(quick_report: Path) -> None
             assert len(f["timeline"]["t"]["values"]) == len(f["timeline"]["rss"]["values"]) > 0
             assert f["median_latency"]["unit"] == "ms" and f["median_latency"]["value"] > 0
 
+    cont = r["continuous_speech"]["models"]["tiny.int8"]
+    assert cont["status"] == "ok" and cont["rtf"] == lat["tiny.int8"]["threads"]["1"]["rtf"]
+    assert cont["core_share"]["unit"] == "% of one core"
+    assert cont["int8_fp32_agreement"] == {"value": None, "unit": "%"}  # custom files: no pair
+
     ids = {t["id"] for t in r["targets"]}
     assert {"distilhubert_int8_size", "int8_not_slower", "int8_vs_torch", "distilhubert_rss",
-            "shipped_cheaper_flops", "idle_cpu", "event_latency"} <= ids
+            "shipped_int8_agreement", "shipped_int8_not_slower", "idle_cpu",
+            "event_latency"} <= ids
+    assert not ids & {"shipped_cheaper_flops", "shipped_cheaper_time"}  # retired
     not_run = {t["id"]: t for t in r["targets"]}["event_latency"]
     assert not_run["pass"] is None and "e2e not run" in not_run["note"]
     verdicts = {d["duty"].split(":")[0]: d["verdict"] for d in r["duties"]}
@@ -130,8 +139,8 @@ def test_machine_without_sensors_says_no_sensor(quick_report: Path) -> None:
 
 def test_report_md_and_plots(quick_report: Path) -> None:
     md = (quick_report / "report.md").read_text(encoding="utf-8")
-    for heading in ("## Machine", "## Verdicts", "## Targets (issue 5)", "## Latency per window",
-                    "## Memory (RSS)", "## Temperature and throttling"):
+    for heading in ("## Machine", "## Verdicts", "## Targets", "## Continuous speech, per model",
+                    "## Latency per window", "## Memory (RSS)", "## Temperature and throttling"):
         assert heading in md
     assert "| tiny.int8 | 1 |" in md
     for png in ("latency.png", "rss.png", "thermal.png"):
@@ -189,7 +198,7 @@ def test_compare_takes_a_hand_edited_report_and_refuses_another_major_version(
     assert rows["target: T"]["a"] == "pass (1.50 x)"
     newer = tmp_path / "v2.json"
     newer.write_text(json.dumps({**a, "schema": "edge-ser-bench/2"}), encoding="utf-8")
-    with pytest.raises(EdgeSerError, match="schema edge-ser-bench/1 expected"):
+    with pytest.raises(EdgeSerError, match=f"schema {SCHEMA} expected"):
         load_report(newer)
     minor = tmp_path / "v1.1.json"
     minor.write_text(json.dumps({**a, "schema": SCHEMA + ".1"}), encoding="utf-8")
@@ -536,3 +545,70 @@ def test_named_variants_are_the_shipped_whisper_model_and_the_compact_one(
         assert (v.family, v.precision) == tuple(v.name.rsplit("-", 1))
     assert by["shipped-int8"].encoder == by["shipped-fp32"].encoder == "whisper-tiny"
     assert by["compact-int8"].encoder == "compact"
+
+
+def test_agreement_on_real_speech(standins: tuple[Path, Path], tmp_path: Path) -> None:
+    """int8 against its fp32 twin on real speech: the shared corpora when they are beside the
+    checkout (every corpus counted apart), else the bundled clips."""
+    from benchmarks.agreement import AGREEMENT_WINDOWS, measure_agreement
+    from benchmarks.variants import Variant
+
+    fp32 = Variant("tiny-fp32", "onnx", "shipped", "fp32", path=standins[0])
+    int8 = Variant("tiny-int8", "onnx", "shipped", "int8", path=standins[1])
+    a = measure_agreement(Runs(Settings(out=tmp_path, quick=True)), int8, fp32)
+    assert a["status"] == "ok", a
+    n = a["windows"]["value"]
+    assert a["argmax_agreement"]["unit"] == "%" and 0 <= a["argmax_agreement"]["value"] <= 100
+    assert sum(c["windows"]["value"] for c in a["by_corpus"].values()) == n
+    assert a["disagreements"]["value"] == round(n * (1 - a["argmax_agreement"]["value"] / 100))
+    shared = REPO.parent / "shared" / "data" / "ravdess" / "manifest.csv"
+    if shared.is_file():
+        assert n == AGREEMENT_WINDOWS[True] and len(a["by_corpus"]) >= 2, a["by_corpus"]
+        assert "shared/data" in a["source"]
+    else:
+        assert 0 < n <= 8 and "bundled clips" in a["source"]
+
+
+def test_shipped_targets_and_continuous_speech_rows() -> None:
+    from benchmarks.targets import continuous_speech, duty_verdicts, evaluate_targets
+    from benchmarks.units import q
+
+    def model(family: str, prec: str, median: float) -> dict[str, Any]:
+        return {"status": "ok", "kind": "onnx", "family": family, "precision": prec,
+                "encoder": "whisper-tiny",
+                "window": q(8, "s"), "flops_per_window": q(4.1, "GFLOP"),
+                "threads": {"1": {"median": q(median, "ms"), "mean": q(median, "ms"),
+                                  "p99": q(median, "ms"), "rtf": q(median / 8000, "s/s"),
+                                  "core_share": q(median / 80, "% of one core")}}}
+
+    report: dict[str, Any] = {
+        "variants": {"shipped-int8": {"encoder": "whisper-tiny"}},
+        "latency": {"models": {"shipped-int8": model("shipped", "int8", 20.0),
+                               "shipped-fp32": model("shipped", "fp32", 30.0)},
+                    "ratios": {"1": {"shipped_int8_speedup_vs_fp32": q(1.5, "x")}},
+                    "agreement": {"shipped": {
+                        "status": "ok", "argmax_agreement": q(98.5, "%"),
+                        "windows": q(400, "count"), "disagreements": q(6, "count"),
+                        "source": "../shared/data (korean, ravdess)",
+                        "by_corpus": {"korean": {"argmax_agreement": q(97.0, "%")},
+                                      "ravdess": {"argmax_agreement": q(100.0, "%")}}}}}}
+    rows = {t["id"]: t for t in evaluate_targets(report)}
+    agree = rows["shipped_int8_agreement"]
+    assert agree["pass"] is False and agree["measured"]["value"] == 98.5
+    assert "whisper-tiny" in agree["target"] and "lowest on korean (97.0 %)" in agree["note"]
+    assert rows["shipped_int8_not_slower"]["pass"] is True
+    report["latency"]["agreement"]["shipped"]["argmax_agreement"] = q(99.5, "%")
+    assert {t["id"]: t for t in evaluate_targets(report)}["shipped_int8_agreement"]["pass"]
+    del report["latency"]["agreement"]["shipped"]
+    row = {t["id"]: t for t in evaluate_targets(report)}["shipped_int8_agreement"]
+    assert row["pass"] is None and "shipped-int8 and shipped-fp32" in row["note"]
+
+    report["latency"]["agreement"]["shipped"] = {"status": "ok",
+                                                 "argmax_agreement": q(99.5, "%"),
+                                                 "windows": q(400, "count")}
+    cont = continuous_speech(report)["models"]
+    assert cont["shipped-int8"]["rtf"] == q(20.0 / 8000, "s/s")
+    assert cont["shipped-int8"]["core_share"] == q(0.25, "% of one core")
+    assert cont["shipped-fp32"]["int8_fp32_agreement"] == q(99.5, "%")
+    duty = duty_verdicts(report, 400)[0]
+    assert "0.25 % of one core at continuous speech" in duty["reason"], duty
