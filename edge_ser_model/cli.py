@@ -17,10 +17,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from edge_ser.errors import EdgeSerError
 from edge_ser_model import VOICE_WEIGHT
-from edge_ser_model.data import DEFAULT_CORPORA
+from edge_ser_model.data import DEFAULT_CORPORA, Clip
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 #: top-level modules of the train extra: without them a command says which to install
 TRAIN_EXTRA = frozenset({"torch", "transformers", "onnx", "onnxscript", "sklearn", "opensmile",
@@ -223,7 +228,7 @@ def _check_args(args: argparse.Namespace) -> None:
                            "(its voice branch takes --voice-weights)")
 
 
-def _clips(args: argparse.Namespace) -> list[object]:
+def _clips(args: argparse.Namespace) -> list[Clip]:
     """Every clip, calm included as neutral (one feature cache serves both --calm modes)."""
     from edge_ser_model.data import load_corpora
 
@@ -233,15 +238,15 @@ def _clips(args: argparse.Namespace) -> list[object]:
     return list(clips)
 
 
-def _keep(args: argparse.Namespace, clips: list[object]) -> object:
+def _keep(args: argparse.Namespace, clips: list[Clip]) -> NDArray[np.int64]:
     """Row indices left after ``--calm``."""
     import numpy as np
 
-    return np.array([i for i, c in enumerate(clips)
-                     if args.calm == "neutral" or not c.calm], dtype=np.int64)  # type: ignore[attr-defined]
+    return np.array([i for i, c in enumerate(clips) if args.calm == "neutral" or not c.calm],
+                    dtype=np.int64)
 
 
-def _load(args: argparse.Namespace) -> tuple[list[object], object, object]:
+def _load(args: argparse.Namespace) -> tuple[list[Clip], NDArray[np.float32], Any]:
     """Clips, compact feature vectors and the voice setup (None with ``--no-voice``)."""
     import torch
 
@@ -263,10 +268,10 @@ def _load(args: argparse.Namespace) -> tuple[list[object], object, object]:
     if voice_fe is not None:
         vfeats = compute_features(clips, voice_fe, copies=args.copies, cache_dir=args.cache)
         voice = VoiceSetup(voice_fe, vfeats[keep], args.voice_weight, args.voice_c)
-    return [clips[i] for i in keep], feats[keep], voice  # type: ignore[index]
+    return [clips[i] for i in keep], feats[keep], voice
 
 
-def _load_frozen(args: argparse.Namespace) -> tuple[list[object], object, object]:
+def _load_frozen(args: argparse.Namespace) -> tuple[list[Clip], NDArray[np.float32], Any]:
     """Clips, every layer's pooled statistics and the backbone of a frozen encoder."""
     import torch
 
@@ -279,9 +284,9 @@ def _load_frozen(args: argparse.Namespace) -> tuple[list[object], object, object
                              check=not args.no_sha256_check)
     clips = _clips(args)
     keep = _keep(args, clips)
-    feats = compute_features(clips, BackboneFeatures(backbone),  # type: ignore[arg-type]
-                             copies=args.copies, cache_dir=args.cache)
-    return [clips[i] for i in keep], feats[keep], backbone  # type: ignore[index]
+    feats = compute_features(clips, BackboneFeatures(backbone), copies=args.copies,
+                             cache_dir=args.cache)
+    return [clips[i] for i in keep], feats[keep], backbone
 
 
 def _meta(args: argparse.Namespace, protocol: str) -> dict[str, object]:
@@ -320,7 +325,7 @@ def run_train(args: argparse.Namespace) -> int:
         clips, feats, voice = _load(args)
         paths = train_and_ship(clips, feats, _train_config(args), args.seeds, args.out,  # type: ignore[arg-type]
                                name, evaluation, args.calm, pitch=not args.no_pitch,
-                               voice=voice, license=licence)  # type: ignore[arg-type]
+                               voice=voice, license=licence)
     else:
         from edge_ser_model.ship import frozen_choice, train_and_ship_frozen
 

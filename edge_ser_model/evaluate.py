@@ -265,7 +265,8 @@ def evaluate_compact(args: argparse.Namespace, clips: Sequence[Clip], feats: NDA
     if cv:
         folds = speaker_folds(clips, args.folds, args.fold_seed)
         probs = cross_validate(clips, feats, folds, cfg, args.seeds, voice)
-        preds = {name: [p.argmax(1) for p in fold_probs] for name, fold_probs in probs.items()}
+        preds: dict[str, Sequence[NDArray[np.int64]]] = {
+            name: [p.argmax(1) for p in fold_probs] for name, fold_probs in probs.items()}
         if not args.no_baseline:
             preds.update(run_baselines(clips, folds, args.cache))
         report = write_report(args.out, clips, folds, preds, meta(args, _speaker_meta(args)))
@@ -289,7 +290,7 @@ def evaluate_frozen(args: argparse.Namespace, clips: Sequence[Clip], feats: NDAr
                          args.seeds, weights)
         best = best_system(systems)
         choice = {"system": best, "representation": systems[best]["representation"],
-                  "head": systems[best]["head"]}
+                  "head": systems[best]["head"], "c": systems[best].get("c", 0.1)}
         if not args.no_baseline:
             systems.update(_baseline_table(clips, folds, names, args.cache))
         report = {"meta": {**meta(args, "leave-one-corpus-out"), "backbone": backbone.name,
@@ -306,9 +307,10 @@ def evaluate_frozen(args: argparse.Namespace, clips: Sequence[Clip], feats: NDAr
                              args.seeds, weights)
             best = best_system(systems)
             choice = {"system": best, "representation": systems[best]["representation"],
-                      "head": systems[best]["head"]}
+                      "head": systems[best]["head"], "c": systems[best].get("c", 0.1)}
         system = system_of(choice, feats, y, backbone.width, cfg, args.seeds, weights)
-        preds = {choice["system"]: [system(tr, te).argmax(1) for tr, te in folds]}
+        preds: dict[str, Sequence[NDArray[np.int64]]] = {
+            choice["system"]: [system(tr, te).argmax(1) for tr, te in folds]}
         if not args.no_baseline:
             preds.update(run_baselines(clips, folds, args.cache))
         report = write_report(args.out, clips, folds, preds, meta(args, _speaker_meta(args)))

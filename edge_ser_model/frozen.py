@@ -12,10 +12,10 @@ last layer used -> pooling -> head -> ``logits``, with the pooled ``embedding`` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -47,12 +47,13 @@ class Backbone(Protocol):
 
 
 def speech_end(waveform: Tensor) -> Tensor:
-    """Samples up to the batch's last non-zero one, rounded up to whole frames (at least one):
-    the zero padding after a window's speech is never encoded."""
+    """Samples up to the batch's last non-zero one, rounded up to whole frames (at least two:
+    DistilHuBERT's front end needs 400 samples): the zero padding after a window's speech is
+    never encoded."""
     n = waveform.shape[1]
     idx = torch.arange(1, n + 1, dtype=waveform.dtype, device=waveform.device)
     last = (idx * (waveform != 0).to(waveform.dtype)).amax()
-    return torch.clamp(torch.ceil(last / FRAME) * FRAME, min=FRAME, max=n).to(torch.int64)
+    return torch.clamp(torch.ceil(last / FRAME) * FRAME, min=2 * FRAME, max=n).to(torch.int64)
 
 
 def masked_mean_std(hidden: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -150,8 +151,8 @@ class FrozenSER(nn.Module):
         self.heads = nn.ModuleList(heads)
 
     def embed(self, waveform: Tensor) -> Tensor:
-        pooled = pooled_states(self.backbone, waveform,  # type: ignore[arg-type]
-                               upto=max(self.rep.layers) + 1)
+        backbone: Any = self.backbone
+        pooled = pooled_states(backbone, waveform, upto=max(self.rep.layers) + 1)
         take = self.width if self.rep.pooling == "mean" else 2 * self.width
         return torch.cat([pooled[i][:, :take] for i in self.rep.layers], dim=1)
 
@@ -226,14 +227,14 @@ class DistilHubertBackbone(nn.Module):
     def truncated(self, layers: int) -> DistilHubertBackbone:
         import copy
 
-        model = copy.deepcopy(self.model)
-        enc = model.encoder.encoder  # type: ignore[union-attr]
+        model: Any = copy.deepcopy(self.model)
+        enc = model.encoder.encoder
         enc.layers = enc.layers[: layers - 1]
         return DistilHubertBackbone(model, self.weights_id)
 
 
 def load_backbone(name: str, weights: Path | None = None, random_init: bool = False,
-                  sha256: str | None = None, check: bool = True) -> nn.Module:
+                  sha256: str | None = None, check: bool = True) -> Any:
     """The named backbone from local weights (sha256-checked), or with random weights."""
     if name not in BACKBONES:
         raise ConfigError(f"encoder: {name!r} has no frozen-backbone path "
@@ -257,3 +258,37 @@ def load_backbone(name: str, weights: Path | None = None, random_init: bool = Fa
     digest = "random" if weights is None else check_sha256(
         Path(weights) / "pytorch_model.bin", want, check=False)[:16]
     return DistilHubertBackbone(model.eval(), digest)
+
+
+@torch.no_grad()
+def smooth_activations(model: FrozenSER, windows: Tensor, alpha: float = 0.5) -> int:
+    """Move the outlier channels of each LayerNorm's output into the Linear that reads it
+    (SmoothQuant, Xiao et al. 2023): ``LN(x) / s`` then ``W * s`` computes the same in fp32,
+    but int8's per-tensor activation scale no longer has to span a few huge channels. Whisper's
+    pre-LN blocks only (LN -> qkv, LN -> first MLP layer); returns the pairs smoothed."""
+    blocks = getattr(getattr(model.backbone, "encoder", None), "blocks", None)
+    if blocks is None or not all(hasattr(b, "attn_ln") for b in blocks):
+        return 0
+    pairs = [(b.attn_ln, b.qkv) for b in blocks] + [(b.mlp_ln, b.mlp[0]) for b in blocks]
+    peaks: dict[int, Tensor] = {}
+
+    def hook(index: int) -> Callable[..., None]:
+        def record(_m: nn.Module, _inp: object, out: Tensor) -> None:
+            peak = out.abs().amax(dim=(0, 1))
+            peaks[index] = torch.maximum(peaks.get(index, peak), peak)
+        return record
+
+    handles = [ln.register_forward_hook(hook(i)) for i, (ln, _) in enumerate(pairs)]
+    try:
+        for i in range(len(windows)):
+            model(windows[i : i + 1])
+    finally:
+        for h in handles:
+            h.remove()
+    for i, (ln, linear) in enumerate(pairs):
+        w_peak = linear.weight.abs().amax(dim=0).clamp_min(1e-5)
+        s = (peaks[i].clamp_min(1e-5) ** alpha / w_peak ** (1 - alpha)).clamp(1e-2, 1e2)
+        ln.weight.div_(s)
+        ln.bias.div_(s)
+        linear.weight.mul_(s[None, :])
+    return len(pairs)

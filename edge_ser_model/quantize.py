@@ -58,6 +58,7 @@ DESCRIPTIONS = {
     "qoperator": "int8 static QOperator per-channel (Conv+MatMul, first conv fp32)",
     "dynamic": "int8 dynamic (onnxruntime default: all ops)",
     "dynamic-matmul": "int8 dynamic (MatMul only)",
+    "dynamic-matmul-pc": "int8 dynamic, per-channel weights (MatMul only)",
 }
 SCHEMES = tuple(DESCRIPTIONS)
 
@@ -85,10 +86,12 @@ def activation_matmuls(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path,
-                  calibration: NDArray[np.float32], scheme: str = "auto") -> dict[str, Any]:
+                  calibration: NDArray[np.float32], scheme: str = "auto",
+                  keep_fp32: tuple[str, ...] = ()) -> dict[str, Any]:
     """Quantize ``fp32_path`` to ``int8_path``; ``calibration`` is ``[n, samples]`` real speech.
 
     The metadata of the fp32 model is carried over with ``quantization`` and ``name`` updated.
+    Dynamic schemes leave the MatMuls whose node names contain a ``keep_fp32`` fragment in fp32.
     """
     name = resolve(scheme)
     src, dst = Path(fp32_path), Path(int8_path)
@@ -105,9 +108,15 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path,
         prep = Path(tmp) / "prep.onnx"
         quant_pre_process(str(src), str(prep), skip_symbolic_shape=True)
         if name.startswith("dynamic"):
+            prep_model = onnx.load(str(prep))
+            consts = {t.name for t in prep_model.graph.initializer}
+            nodes = [n.name for n in prep_model.graph.node if n.op_type == "MatMul"
+                     and n.input[1] in consts and not any(f in n.name for f in keep_fp32)]
             quantize_dynamic(
-                str(prep), str(dst), weight_type=QuantType.QInt8, per_channel=False,
-                op_types_to_quantize=["MatMul"] if name == "dynamic-matmul" else None,
+                str(prep), str(dst), weight_type=QuantType.QInt8,
+                per_channel=name == "dynamic-matmul-pc",
+                op_types_to_quantize=["MatMul"] if name.startswith("dynamic-matmul") else None,
+                nodes_to_quantize=nodes if keep_fp32 else None,
             )
         else:
             prep_model = onnx.load(str(prep))
@@ -147,7 +156,8 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path,
     if not name.startswith("dynamic"):
         correction = output_bias_correction(src, dst, calibration)
         add_output_bias(model, correction)
-    meta.update({"quantization": DESCRIPTIONS[name],
+    kept = f"; fp32: MatMuls named *{'*, *'.join(keep_fp32)}*" if keep_fp32 else ""
+    meta.update({"quantization": DESCRIPTIONS[name] + kept,
                  "name": meta.get("name", "model").replace("-fp32", "") + "-int8"})
     shorten_names(model)
     del model.metadata_props[:]

@@ -255,8 +255,14 @@ def train_and_ship(
 # --- frozen pretrained encoders -----------------------------------------------------------------
 
 #: int8 schemes tried in turn for a frozen encoder's graph (``--scheme auto``): the first whose
-#: argmax agrees with fp32 on >= 99 % of held-out real windows ships
-FROZEN_SCHEMES = ("dynamic-matmul", "qdq")
+#: argmax agrees with fp32 on >= 99 % of held-out real windows ships. Each is (scheme, MatMuls
+#: kept fp32): the first block's attention projection reads the convolution stem and was the
+#: most sensitive to int8 (docs/training.md)
+FROZEN_SCHEMES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("dynamic-matmul-pc", ()),
+    ("dynamic-matmul-pc", ("blocks.0/qkv",)),
+    ("dynamic-matmul-pc", ("qkv",)),
+)
 AGREEMENT_TARGET = 0.99
 FROZEN_LICENSES = {
     "whisper-tiny": "encoder: Whisper tiny.en, MIT (OpenAI)",
@@ -291,19 +297,20 @@ def frozen_choice(evaluation: dict[str, Any] | None, representation: str | None,
     return choice
 
 
-def lr_head(x: NDArray[np.float32], y: NDArray[np.int64], w: NDArray[np.float64]) -> CompactHead:
+def lr_head(x: NDArray[np.float32], y: NDArray[np.int64], w: NDArray[np.float64],
+            c: float = 0.1) -> CompactHead:
     """The balanced logistic regression as a graph module (standardise, then one Linear)."""
     import torch
 
     from edge_ser_model.loco import fit_lr
 
-    clf = fit_lr(x, y, w)
+    clf = fit_lr(x, y, w, c)
     scaler, lr = clf[0], clf[-1]
     head = CompactHead(x.shape[1], hidden=0).eval()
     with torch.no_grad():
         head.feat_mean.copy_(torch.from_numpy(scaler.mean_.astype(np.float32)))
         head.feat_std.copy_(torch.from_numpy(scaler.scale_.astype(np.float32)))
-        linear = head.net[-1]
+        linear: Any = head.net[-1]
         linear.weight.copy_(torch.from_numpy(lr.coef_.astype(np.float32)))
         linear.bias.copy_(torch.from_numpy(lr.intercept_.astype(np.float32)))
     return head
@@ -331,8 +338,10 @@ def train_and_ship_frozen(
     """Train the chosen head on every clip, export waveform -> logits + embedding, quantize."""
     from dataclasses import asdict
 
+    import torch
+
     from edge_ser_model.export import base_metadata, export_frozen, logits
-    from edge_ser_model.frozen import FrozenSER, Representation
+    from edge_ser_model.frozen import FrozenSER, Representation, smooth_activations
     from edge_ser_model.loco import sample_weights
     from edge_ser_model.quantize import agreement, quantize_int8, resolve
     from edge_ser_model.train import train_head
@@ -343,7 +352,7 @@ def train_and_ship_frozen(
     x = rep.select(feats, backbone.width)
     everyone = np.arange(len(clips), dtype=np.int64)
     if choice["head"] == "lr":
-        heads = [lr_head(x[:, 0], y, w)]
+        heads = [lr_head(x[:, 0], y, w, float(choice.get("c", 0.1)))]
     else:
         heads = []
         for seed in args.seeds:
@@ -351,6 +360,8 @@ def train_and_ship_frozen(
                                  w)
             heads.append(head)
     module = FrozenSER(backbone, rep, heads, backbone.width).eval()
+    calib = calibration_windows(clips, n=64, seed=0)
+    smoothed = smooth_activations(module, torch.from_numpy(calib))
     corpora = sorted({c.corpus for c in clips})
     calm = "dropped" if args.calm == "drop" else "trained as neutral"
     meta = base_metadata(
@@ -363,24 +374,29 @@ def train_and_ship_frozen(
     out_dir = Path(args.out)
     fp32, int8 = out_dir / f"{name}.fp32.onnx", out_dir / f"{name}.int8.onnx"
     exported = export_frozen(module, fp32, meta)
-    calib = calibration_windows(clips, n=64, seed=0)
-    check = calibration_windows(clips, n=200, seed=1)
+    check = calibration_windows(clips, n=400, seed=1)
     ref = logits(fp32, check)
-    schemes = FROZEN_SCHEMES if args.scheme == "auto" else (resolve(args.scheme),)
-    tried: dict[str, Any] = {}
-    for scheme in schemes:
-        info = quantize_int8(fp32, int8, calib, scheme)
+    schemes = FROZEN_SCHEMES if args.scheme == "auto" else ((resolve(args.scheme), ()),)
+    tried: list[dict[str, Any]] = []
+    for scheme, keep in schemes:
+        info = quantize_int8(fp32, int8, calib, scheme, keep_fp32=keep)
         agree = agreement(ref, logits(int8, check))
-        tried[scheme] = {**info, "int8_vs_fp32": agree}
-        log.info("int8 %s: %.2f MB, agreement with fp32 on %d real windows %.3f", scheme,
-                 info["size_mb"], len(check), agree["argmax_agreement"])
+        tried.append({**info, "keep_fp32": list(keep), "int8_vs_fp32": agree})
+        log.info("int8 %s (fp32: %s): %.2f MB, argmax agreement with fp32 on %d held-out real "
+                 "windows %.4f", scheme, ", ".join(keep) or "none", info["size_mb"], len(check),
+                 agree["argmax_agreement"])
         if agree["argmax_agreement"] >= AGREEMENT_TARGET:
             break
     else:
-        log.warning("no int8 scheme reached %.0f %% agreement; shipping %s", 100 * AGREEMENT_TARGET,
-                    scheme)
+        best = max(range(len(tried)),
+                   key=lambda i: tried[i]["int8_vs_fp32"]["argmax_agreement"])
+        log.warning("no int8 scheme reached %.0f %% agreement; shipping the closest",
+                    100 * AGREEMENT_TARGET)
+        if best != len(tried) - 1:
+            quantize_int8(fp32, int8, calib, schemes[best][0], keep_fp32=schemes[best][1])
+        tried.append(tried[best])
     report = {"encoder": backbone.name, "weights": backbone.weights_id, "choice": choice,
-              "members": len(heads), "clips": len(clips), "fp32": exported,
-              "int8": tried[scheme], "schemes_tried": tried}
+              "members": len(heads), "clips": len(clips), "smoothed_layer_norms": smoothed,
+              "fp32": exported, "int8": tried[-1], "schemes_tried": tried}
     (out_dir / f"{name}.train.json").write_text(json.dumps(report, indent=2) + "\n")
     return [fp32, int8, out_dir / f"{name}.train.json"]

@@ -254,7 +254,8 @@ def test_evaluate_writes_report(shared_data: Path, tmp_path: Path) -> None:
     except ModelError:  # resemblyzer not installed: the same graph with random weights
         voice = ["--voice-random-init"]
     out = tmp_path / "eval"
-    cmd = [sys.executable, "-m", "edge_ser_model", "evaluate", "--data", str(shared_data),
+    cmd = [sys.executable, "-m", "edge_ser_model", "evaluate", "--encoder", "compact",
+           "--protocol", "cv", "--corpora", "ravdess,urdu", "--data", str(shared_data),
            "--limit", "30", "--copies", "0", "--folds", "2", "--seeds", "0", "--epochs", "2",
            "--cache", str(tmp_path / "cache"), "--out", str(out), *voice]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -301,11 +302,19 @@ def test_kit_misuse_is_refused_before_any_work(tmp_path: Path) -> None:
         (["evaluate", "--seeds", "a"], "--seeds: 'a' is not a comma-separated list"),
         (["evaluate", "--folds", "1"], "--folds: 1 is below 2"),
         (["evaluate", "--threads", "0"], "--threads: 0 is below 1"),
-        (["evaluate", "--out", str(tmp_path / "e"), "--data", str(tmp_path / "data"),
-          "--corpora", "mine", "--voice-random-init"],
+        (["evaluate", "--encoder", "compact", "--out", str(tmp_path / "e"), "--data",
+          str(tmp_path / "data"), "--corpora", "mine", "--voice-random-init"],
          f"{bad_row / 'manifest.csv'}:2: speaker, emotion: empty or missing"),
-        (["evaluate", "--out", str(tmp_path / "e"), "--data", str(tmp_path / "no-corpora"),
-          "--voice-random-init"], "point --data at the corpora"),
+        (["evaluate", "--encoder", "compact", "--out", str(tmp_path / "e"), "--data",
+          str(tmp_path / "no-corpora"), "--voice-random-init"], "point --data at the corpora"),
+        (["evaluate", "--out", str(tmp_path / "e")],
+         "--encoder whisper-tiny: give --weights DIR"),
+        (["build", "--encoder", "compact", "--weights", str(tmp_path)],
+         "--weights / --random-init: the compact encoder is trained here"),
+        (["train", "--out", str(tmp_path / "m"), "--random-init"],
+         "--encoder whisper-tiny: give --evaluation loco_report.json"),
+        (["train", "--out", str(tmp_path / "m"), "--random-init", "--representation", "L9-x",
+          "--head", "lr"], "representation: 'L9-x' is not like L2-mean"),
         (["train", "--out", str(tmp_path / "m"), "--data", str(tmp_path / "data"),
           "--corpora", "mine"], "--license: the licence of corpus mine is not known"),
     ]

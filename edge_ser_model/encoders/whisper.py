@@ -86,6 +86,9 @@ class LogMel(nn.Module):
     log10, floored 8 below the window's maximum, scaled as Whisper's ``(x + 4) / 4``.
     """
 
+    basis: Tensor
+    mel: Tensor
+
     def __init__(self) -> None:
         super().__init__()
         n = np.arange(N_FFT)
@@ -122,7 +125,8 @@ class Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
         d = WIDTH // HEADS
-        q, k, v = self.qkv(self.attn_ln(x)).reshape(b, t, 3, HEADS, d).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(self.attn_ln(x)).reshape(b, t, 3, HEADS, d).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
         att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * d**-0.5, dim=-1)
         x = x + self.out(torch.matmul(att, v).transpose(1, 2).reshape(b, t, WIDTH))
         return x + self.mlp(self.mlp_ln(x))
@@ -174,15 +178,6 @@ def speech_frames(waveform: Tensor) -> Tensor:
     """``[B, T]`` 1.0 where an encoder frame's 320 input samples are not all zero (padding)."""
     energy = nn.functional.avg_pool1d(waveform.abs()[:, None, :], FRAME, FRAME)
     return (energy[:, 0, :] > 0).to(waveform.dtype)
-
-
-def masked_mean_std(hidden: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and standard deviation over the frames where ``mask`` is 1: ``[B, D]`` each."""
-    m = mask[:, : hidden.shape[1], None]
-    n = m.sum(dim=1).clamp_min(1.0)
-    mean = (hidden * m).sum(dim=1) / n
-    var = (((hidden - mean[:, None, :]) ** 2) * m).sum(dim=1) / n
-    return mean, torch.sqrt(var + 1e-6)
 
 
 # --- weights ------------------------------------------------------------------------------------
