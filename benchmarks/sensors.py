@@ -77,7 +77,7 @@ class SysfsSensors:
                           if p.with_name("base_frequency").is_file()
                           else p.with_name("cpuinfo_max_freq") for p in self.freq_files]
         self.throttle_file = throttle_file if throttle_file.is_file() else None
-        # the order: ``vcgencmd get_throttled`` when present, the sysfs node otherwise;
+        # the documented order: ``vcgencmd get_throttled`` when present, the sysfs node otherwise;
         # "" turns the lookup off (tests with a fake tree)
         self.vcgencmd = shutil.which("vcgencmd") if vcgencmd is None else (vcgencmd or None)
 

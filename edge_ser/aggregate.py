@@ -104,7 +104,8 @@ class EmotionResult:
     reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The jsonl/event object of issue 3 (without ``file``), plus ``start_s``/``end_s``."""
+        """The classify record and MQTT event object (without ``file``), with ``start_s`` and
+        ``end_s``."""
         d: dict[str, Any] = {
             "emotion": self.emotion,
             "confidence": round(self.confidence, 4),

@@ -1,4 +1,4 @@
-"""The DistilHuBERT export's model card: its figures beside issue 5's targets, one Markdown file.
+"""The DistilHuBERT export's model card: its figures beside its targets, one Markdown file.
 
 ``export_distilhubert`` measures size, int8-vs-fp32 agreement on real speech and (here) the
 per-window latency of the fp32 ONNX, the int8 ONNX and PyTorch eager at one thread, and writes
@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from edge_ser_model.quantize import DESCRIPTIONS
 
-#: issue 5's DistilHuBERT targets: key, what, limit, whether the value must be at least it, unit
+#: the DistilHuBERT targets: key, what, limit, whether the value must be at least it, unit
 TARGETS = (
     ("int8_size_mb", "int8 file size", 24.0, False, "MB"),
     ("int8_vs_fp32_speedup", "int8 speed-up vs its fp32 ONNX (1 thread)", 1.0, True, "x"),
@@ -108,7 +108,7 @@ def card_text(report: dict[str, Any]) -> str:
         f"| window | {report['window_s']:g} s at 16 kHz |",
         f"| licence | encoder weights: {WEIGHTS_LICENCE if not random else 'none (random)'}; "
         "head: that of its training data |",
-        "", "## Figures of this export (issue 5's targets)", "",
+        "", "## Figures of this export (the DistilHuBERT targets)", "",
         "| figure | value | target | result |", "|---|---|---|---|",
     ]
     got = figures(report)

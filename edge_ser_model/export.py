@@ -196,7 +196,7 @@ def export_distilhubert(
 ) -> dict[str, Any]:
     """Build DistilHuBERT (+ head), write ``distilhubert.fp32.onnx``, ``distilhubert.int8.onnx``,
     ``distilhubert.report.json`` and ``distilhubert.MODEL_CARD.md`` (``card.py``: the figures
-    beside issue 5's targets) under ``out_dir``; return the report. ``timing_reps`` windows
+    beside the DistilHuBERT targets) under ``out_dir``; return the report. ``timing_reps`` windows
     are timed per variant at one thread (0: no latency figures).
 
     With ``random_init`` and no ``checkpoint`` the head gets a data-dependent init on real speech
