@@ -26,6 +26,7 @@ from benchmarks import EXAMPLES, REPO
 from edge_ser import SAMPLE_RATE
 from edge_ser.audio import read_wav
 from edge_ser.config import Config, VadConfig
+from edge_ser.config.schema import DEFAULT_MODEL
 from edge_ser.model import OnnxModel
 from edge_ser.pipeline import EmotionPipeline
 from edge_ser.vad import SpeechEnd, SpeechStart, VadGate
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
                     help="corpora root, one folder with a manifest.csv per corpus")
-    ap.add_argument("--model", type=Path, default=REPO / "models" / "edge-ser-compact.int8.onnx")
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--skip", action="append", default=[],
                     choices=["sounds", "mixtures", "corpora"], help="leave a table out")
     args = ap.parse_args(argv)

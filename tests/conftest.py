@@ -13,7 +13,7 @@ EXAMPLES = REPO / "examples"
 SHARED_DATA = Path(
     __import__("os").environ.get("EDGE_SER_DATA", str(REPO.parent / "shared" / "data"))
 )
-SHIPPED_MODEL = REPO / "models" / "edge-ser-compact.int8.onnx"
+SHIPPED_MODEL = REPO / "models" / "edge-ser-whisper-tiny.int8.onnx"
 
 pytest_plugins = ["tests.fixtures_models", "tests.fixtures_broker"]
 

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from edge_ser import LABELS
+from edge_ser.config.schema import DEFAULT_MODEL
 from edge_ser.preprocess import DESCRIPTION
 
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "edge-ser-compact.int8.onnx"
+SHIPPED_MODEL = DEFAULT_MODEL
 
 BASE_METADATA: dict[str, str] = {
     "edge_ser.contract": "1",

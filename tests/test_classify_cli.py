@@ -117,7 +117,7 @@ def test_config_model_path_and_bad_config(tmp_path: Path, tiny_model: Path, exam
 
 def test_default_model(examples: Path) -> None:
     proc = classify(examples / "voice-note.wav", "--format", "jsonl")
-    shipped = REPO / "models" / "edge-ser-compact.int8.onnx"
+    shipped = REPO / "models" / "edge-ser-whisper-tiny.int8.onnx"
     if not shipped.is_file():  # until the model is trained: a clear error naming the path
         assert proc.returncode == 2 and str(shipped) in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1

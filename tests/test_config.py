@@ -181,7 +181,8 @@ def test_example_values_are_the_defaults_except_the_model_path() -> None:
     cfg = load_config(EXAMPLE)
     defaults = Config().model_dump()
     got = cfg.model_dump()
-    assert cfg.model.path.resolve() == (REPO / "models" / "edge-ser-compact.int8.onnx").resolve()
+    shipped = REPO / "models" / "edge-ser-whisper-tiny.int8.onnx"
+    assert cfg.model.path.resolve() == shipped.resolve()
     got["model"].pop("path")
     defaults["model"].pop("path")
     assert got == defaults

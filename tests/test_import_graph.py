@@ -88,7 +88,7 @@ def test_cli_parser_does_not_load_onnxruntime(tmp_path: Path) -> None:
     sys.path alone (the bench command reads its options by file path); check-config loads it,
     because it checks the model the way the daemon does."""
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"model:\n  path: {REPO / 'models' / 'edge-ser-compact.int8.onnx'}\n")
+    cfg.write_text(f"model:\n  path: {REPO / 'models' / 'edge-ser-whisper-tiny.int8.onnx'}\n")
     proc = subprocess.run(
         [sys.executable, "-c", CLI_SCRIPT, str(cfg)], capture_output=True, text=True,
         cwd=tmp_path, timeout=120,

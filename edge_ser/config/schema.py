@@ -18,7 +18,7 @@ from edge_ser.config.mqtt import EVENT_KIB, MqttConfig
 from edge_ser.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = REPO_ROOT / "models" / "edge-ser-compact.int8.onnx"
+DEFAULT_MODEL = REPO_ROOT / "models" / "edge-ser-whisper-tiny.int8.onnx"
 
 
 class SourceConfig(_Strict):
