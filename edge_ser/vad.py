@@ -187,6 +187,7 @@ class VadGate:
         self._state = _IDLE
         self._ring: deque[tuple[int, Float32Array]] = deque(maxlen=max(1, self._preroll_frames))
         self._pending: list[tuple[int, Float32Array]] = []  # candidate utterance frames
+        self._pending_len = 0  # samples in _pending
         self._chunk: list[Float32Array] = []  # confirmed audio not yet emitted
         self._chunk_start = 0
         self._utt_len = 0
@@ -307,6 +308,7 @@ class VadGate:
                     self._ring.append((self._pos, frame))
                 return
             self._pending = list(self._ring) if self._preroll_frames else []
+            self._pending_len = sum(len(f) for _, f in self._pending)
             self._ring.clear()
             self._state = _CANDIDATE
             self._voiced = 0
@@ -325,8 +327,11 @@ class VadGate:
                 return
         if self._state == _CANDIDATE:
             self._pending.append((self._pos, frame))
+            self._pending_len += len(frame)
             if self._voiced >= self._min_voiced and (self._lively or not self.cfg.steady_veto):
                 self._confirm(events)
+            elif self._pending_len >= self._max_len:
+                self._overdue(events)
         else:
             self._chunk.append(frame)
             self._utt_len += len(frame)
@@ -334,6 +339,20 @@ class VadGate:
             log.debug("utterance reached max_utterance_s=%s", self.cfg.max_utterance_s)
             self._end(events)
             self._state = _IDLE
+
+    def _overdue(self, events: list[VadEvent]) -> None:
+        """A candidate still undecided after max_utterance_s: never hold more audio than an
+        utterance may have. With a steady (vetoed) frame in it, it is dropped as not a voice;
+        otherwise it is speech, as before the veto."""
+        if self._not_voice:
+            log.debug("dropped %.1f s that never sounded like a voice",
+                      self._pending_len / self.rate)
+            self._pending = []
+            self._pending_len = 0
+            self._state = _IDLE
+            self._ring.clear()
+            return
+        self._confirm(events)
 
     def _confirm(self, events: list[VadEvent]) -> None:
         start = self._pending[0][0]

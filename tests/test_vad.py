@@ -327,3 +327,21 @@ def test_the_steady_veto_keeps_every_utterance_of_the_corpora(shared_data: Path)
         for row in rows:
             x = read_wav(manifest.parent / row["file"])
             assert _spans(_run(x, _vad())) == _spans(_run(x, _vad(steady_veto=False))), row
+
+
+def test_an_undecided_sound_is_never_held_longer_than_an_utterance() -> None:
+    """Pink noise whose level swings by about a decibel is neither steady enough to veto nor
+    lively enough to confirm: its audio piled up unbounded while the gate waited (22 s seen)."""
+    rng = np.random.default_rng(3)
+    n = 60 * 16000
+    t = np.arange(n) / 16000
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / 16000)
+    pink = np.fft.irfft(spec / np.sqrt(np.maximum(f, f[1])), n)
+    x = (0.25 * pink / np.max(np.abs(pink)) * 10 ** (1.2 * np.sin(2 * np.pi * 0.7 * t) / 20))
+    gate = VadGate(_vad(max_utterance_s=5.0))
+    held = 0
+    for i in range(0, n, 1440):
+        gate.process(x[i : i + 1440].astype(np.float32))
+        held = max(held, sum(len(f) for _, f in gate._pending))
+    assert held <= 5.0 * 16000 + gate.frame_len
