@@ -50,6 +50,8 @@ class StopControl:
         """Handle SIGTERM, SIGINT and SIGHUP (from the main thread only) and keep the deadline."""
         if threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
+                if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
+                    continue  # started under nohup: a hang-up is not meant for us
                 signal.signal(signum, self._on_signal)
         threading.Thread(target=self._keep_deadline, name="stop-deadline", daemon=True).start()
 

@@ -137,6 +137,25 @@ def test_sighup_is_a_stop_request_not_a_kill(tmp_path: Path, tiny_model: Path) -
     assert _lines(out)[-1]["type"] == "stats"
 
 
+def test_under_nohup_a_hangup_is_left_ignored(tmp_path: Path, tiny_model: Path) -> None:
+    """``nohup edge-ser run &`` must outlive the terminal: SIGHUP ignored by the parent stays
+    ignored (stopping on it would end the daemon at logout)."""
+    cfg = _config(tmp_path, tiny_model,
+                  f"source:\n  type: file\n  path: {VOICE_NOTE}\n  loop: true\n")
+    proc = subprocess.Popen([sys.executable, "-m", "edge_ser", "run", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert proc.stdout is not None
+    assert json.loads(proc.stdout.readline())["type"] == "emotion"
+    proc.send_signal(signal.SIGHUP)
+    assert json.loads(proc.stdout.readline())["type"]  # still running: the next line comes
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "SIGHUP" not in err
+
+
 def test_a_second_sigterm_says_how_many_events_it_abandons(
     tmp_path: Path, tiny_model: Path
 ) -> None:
