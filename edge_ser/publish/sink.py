@@ -124,6 +124,9 @@ def resolve_device_id(cfg: MqttConfig, machine_id_files: Sequence[Path] = MACHIN
         log.info("no machine id in %s: the device id is the host name %s",
                  " or ".join(map(str, machine_id_files)), host)
         return host
+    log.info("device id %s-%s (host name and a tag of this board's machine id); the topics of "
+             "an install from before this default were under %s: set mqtt.device_id: %s to "
+             "keep them", host, tag, host, host)
     return f"{host}-{tag}"
 
 
