@@ -1,4 +1,4 @@
-"""DistilHuBERT encoder, ONNX export and int8 quantization (issues 3 and 5), with random weights.
+"""DistilHuBERT encoder, ONNX export and int8 quantization, with random weights.
 
 No pretrained weights exist on these machines: the exact architecture is built with
 ``random_init=True`` and the whole path (export, int8, contract, agreement on real speech) is
