@@ -1,9 +1,11 @@
-"""The DistilHuBERT export's model card: its figures beside its targets, one Markdown file.
+"""Model cards written by the kit, one Markdown file each.
 
 ``export_distilhubert`` measures size, int8-vs-fp32 agreement on real speech and (here) the
 per-window latency of the fp32 ONNX, the int8 ONNX and PyTorch eager at one thread, and writes
 ``distilhubert.MODEL_CARD.md`` from its report. With random weights the card says in its first
 lines that the file is no speech model and which figures mean nothing for it.
+``build`` / ``train`` of a frozen encoder write ``<name>.MODEL_CARD.md`` (:func:`frozen_card`):
+what was chosen and why, the leave-one-corpus-out table, data and licences, int8 agreement.
 """
 
 from __future__ import annotations
@@ -145,4 +147,44 @@ def card_text(report: dict[str, Any]) -> str:
 def write_card(report: dict[str, Any], out_dir: Path) -> Path:
     path = Path(out_dir) / "distilhubert.MODEL_CARD.md"
     path.write_text(card_text(report))
+    return path
+
+
+def frozen_card(meta: dict[str, str], report: dict[str, Any],
+                evaluation: dict[str, Any] | None, path: Path) -> Path:
+    """The card of a frozen-encoder model built by ``train`` (figures from its evaluation)."""
+    random = report["weights"] == "random"
+    lines = [f"# Model card: {meta['name'].removesuffix('-fp32')}", ""]
+    if random:
+        lines += ["**Random encoder weights: this file is no speech model.** It exercises the "
+                  "path (export, int8, contract); its accuracy figures mean nothing.", ""]
+    agree = report["int8"]["int8_vs_fp32"]
+    kept = ", ".join(report["int8"].get("keep_fp32", [])) or "none"
+    lines += [
+        "| | |", "|---|---|",
+        f"| encoder | {meta['encoder']} (weights {report['weights']}), frozen |",
+        f"| representation | {meta['representation']} (layer indices: 0 = the stem) |",
+        f"| head | {meta['head']} |",
+        f"| training data | {meta['training_data']}: {report['clips']} clips |",
+        f"| licence | {meta['license']} |",
+        f"| int8 | {report['int8']['scheme']}, MatMuls kept fp32: {kept}; "
+        f"{report['int8']['size_mb']:.1f} MB (fp32 {report['fp32']['size_mb']:.1f} MB) |",
+        f"| int8/fp32 argmax agreement | {agree['argmax_agreement']:.3f} on "
+        f"{agree['windows']:.0f} held-out real windows |", "",
+    ]
+    if evaluation and "corpora" in evaluation:
+        names = evaluation["corpora"]
+        lines += ["## Leave-one-corpus-out (train on the others, test on one)", "",
+                  "| system | " + " | ".join(names) + " | mean | worst |",
+                  "|---" * (len(names) + 3) + "|"]
+        systems = evaluation["systems"]
+        for key in sorted(systems, key=lambda k: -systems[k]["uar_mean"]):
+            s = systems[key]
+            mark = " (this model)" if key == evaluation["choice"]["system"] else ""
+            cells = " | ".join(f"{s['per_corpus'][c]['uar']:.3f}" for c in names)
+            lines.append(f"| {key}{mark} | {cells} | {s['uar_mean']:.3f} | {s['uar_min']:.3f} |")
+        lines.append("")
+    lines += ["Known limits: the four labels only; windows of one speaker; scores are not "
+              "calibrated probabilities. The weights inherit the training data's licences.", ""]
+    path.write_text("\n".join(lines))
     return path

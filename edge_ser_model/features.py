@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from edge_ser import WINDOW_S
+from edge_ser.preprocess import DESCRIPTION as PREPROCESSING
 from edge_ser.preprocess import prepare_window
 from edge_ser_model.augment import AugmentConfig, augment
 from edge_ser_model.data import Clip, read_audio
@@ -83,11 +84,12 @@ def compute_features(
     """``[n_clips, 1 + copies, D]``: the clean clip, then augmented copies (cached).
 
     The copies depend on ``seed`` only, so two front ends (compact and voice) called with the
-    same clips and seed see the same augmented audio.
+    same clips and seed see the same augmented audio. The cache key holds the clips, the copies,
+    the front end (for a frozen encoder: its weights' sha256) and the preprocessing.
     """
     key = hashlib.sha256(
         repr(([str(c.path) for c in clips], copies, seed, window_s, aug, frontend.dim,
-              repr(frontend), FEATURES_VERSION)).encode()
+              repr(frontend), FEATURES_VERSION, PREPROCESSING)).encode()
     ).hexdigest()[:16]
     path = cache_dir / f"vectors-{key}.npy" if cache_dir else None
     if path is not None and path.is_file():

@@ -399,4 +399,7 @@ def train_and_ship_frozen(
               "members": len(heads), "clips": len(clips), "smoothed_layer_norms": smoothed,
               "fp32": exported, "int8": tried[-1], "schemes_tried": tried}
     (out_dir / f"{name}.train.json").write_text(json.dumps(report, indent=2) + "\n")
-    return [fp32, int8, out_dir / f"{name}.train.json"]
+    from edge_ser_model.card import frozen_card
+
+    card = frozen_card(meta, report, evaluation, out_dir / f"{name}.MODEL_CARD.md")
+    return [fp32, int8, out_dir / f"{name}.train.json", card]

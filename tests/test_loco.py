@@ -83,3 +83,5 @@ def test_build_runs_end_to_end_with_random_weights(encoder: str, shared_data: Pa
     assert probs.shape == (1, 4) and np.isclose(probs.sum(), 1.0, atol=1e-4)
     report = json.loads((out / f"edge-ser-{encoder}.train.json").read_text())
     assert 0.0 <= report["int8"]["int8_vs_fp32"]["argmax_agreement"] <= 1.0
+    card = (out / f"edge-ser-{encoder}.MODEL_CARD.md").read_text()
+    assert "no speech model" in card and "(this model)" in card and "non-commercial" in card
