@@ -477,3 +477,20 @@ def test_a_broker_restart_is_not_taken_for_a_twin(
         assert sink.wait_connected(10)
     assert sink.takeovers.backoff_s == 0
     assert not any("closed our session" in r.getMessage() for r in caplog.records)
+
+
+def test_takeovers_are_judged_against_the_reconnect_delay() -> None:
+    """Twins each wait mqtt.reconnect_min_s before taking the session back: with a 15-s delay
+    every taken session lives ~15 s, which a fixed 10-s bar never counted as short."""
+    from edge_ser.publish.client import TakeoverWatch
+
+    now = [0.0]
+    slow = TakeoverWatch(clock=lambda: now[0], reconnect_s=15)
+    fast = TakeoverWatch(clock=lambda: now[0])
+    for _ in range(3):
+        for watch in (slow, fast):
+            watch.connected()
+        now[0] += 16.0
+        slow_backoff, fast_backoff = slow.ended(True), fast.ended(True)
+    assert slow_backoff > 0 and slow.in_a_row == 3
+    assert fast_backoff == 0 and fast.in_a_row == 0  # 16-s sessions with 1-s reconnects: fine

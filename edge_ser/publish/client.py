@@ -158,8 +158,12 @@ class TakeoverWatch:
     session from each other at every reconnect, forever, unless they back off.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 reconnect_s: float = 1.0) -> None:
         self._clock = clock
+        # twins each wait their reconnect delay before taking the session back, so a taken
+        # session lives about that long: "short" must allow for it
+        self.short_s = max(SHORT_SESSION_S, 3.0 * reconnect_s)
         self._since: float | None = None
         self.in_a_row = 0
         self.total = 0  # short sessions closed by the broker since start (count)
@@ -172,7 +176,7 @@ class TakeoverWatch:
         """A session ended; returns the reconnect delay to use (s, 0 = the configured one)."""
         lived = self._clock() - self._since if self._since is not None else math.inf
         self._since = None
-        if closed_by_broker and lived < SHORT_SESSION_S:
+        if closed_by_broker and lived < self.short_s:
             self.in_a_row += 1
             self.total += 1
         else:

@@ -73,7 +73,7 @@ class MqttSink:
         self._last_problem: str | None = None
         self._client_error: str | None = None  # paho's last error log line
         self._connack = False  # the broker answered this connection attempt
-        self.takeovers = TakeoverWatch()
+        self.takeovers = TakeoverWatch(reconnect_s=cfg.reconnect_min_s)
         self._started = self._closing = self._closed = False
         self._client = self._make_client()
         self._pump = Pump(self._client, self._outbox, self.topics.state,
