@@ -179,6 +179,10 @@ def _layout(p: Path) -> _Layout:
             cid, n = head[:4], struct.unpack(e + "I", head[4:])[0]
             if cid == b"data":
                 break
+            if cid not in (b"ds64", b"fmt "):  # LIST, JUNK, ...: skipped, however large
+                if f.seek(n + (n & 1), 1) > size:
+                    raise ValueError(f"chunk {cid!r} is cut short")
+                continue
             body = f.read(n)
             if len(body) < n:
                 raise ValueError(f"chunk {cid!r} is cut short")

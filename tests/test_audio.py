@@ -282,3 +282,25 @@ def test_a_file_cut_short_while_it_is_read_ends_early(
 def test_an_empty_file_name_is_named_as_such() -> None:
     with pytest.raises(AudioError, match="an empty file name"):
         read_wav("")
+
+
+def test_a_huge_metadata_chunk_is_skipped_not_read(tmp_path: Path) -> None:
+    """A 24-bit file with a 40 MB LIST chunk before its samples: the header walk read every
+    chunk body into memory; it now seeks past what it does not need."""
+    plain = tmp_path / "plain.wav"
+    _write_24bit(plain, np.zeros(16000, np.float32), 16000)
+    raw = plain.read_bytes()
+    data = raw.index(b"data")
+    junk = b"LIST" + struct.pack("<I", 40_000_000) + bytes(40_000_000)
+    body = raw[12:data] + junk + raw[data:]
+    path = tmp_path / "tagged.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body)
+    tracemalloc.start()
+    try:
+        with WavFile(path) as wav:
+            samples = sum(b.size for b in wav.blocks())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert samples == 16000
+    assert peak < 10_000_000, f"peak {peak / 1e6:.1f} MB"
