@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
+    from edge_ser_model.train import TrainConfig
+
 #: top-level modules of the train extra: without them a command says which to install
 TRAIN_EXTRA = frozenset({"torch", "transformers", "onnx", "onnxscript", "sklearn", "opensmile",
                          "matplotlib", "resemblyzer"})
@@ -98,7 +100,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="the frozen encoder with random weights (tests: figures mean nothing)")
     p.add_argument("--sha256", default=None,
                    help="expected sha256 of the weights file (default: the published one)")
-    p.add_argument("--no-sha256-check", action="store_true")
+    p.add_argument("--no-sha256-check", action="store_true",
+                   help="load weights whose sha256 is not known (say which you trust instead)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA,
                    help="corpora root, one folder with a manifest.csv per corpus (default: "
                    "$EDGE_SER_DATA, else ../shared/data)")
@@ -112,12 +115,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="frozen encoders: weigh every (corpus, label) cell alike (default) or "
                    "only the labels")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
-    p.add_argument("--copies", type=int, default=None,
+    p.add_argument("--copies", type=_at_least(0), default=None,
                    help="augmented copies per clip (default 4 for compact, 2 for a frozen "
                    "encoder, whose features cost more to compute)")
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4, 5],
                    help="ensemble member seeds, comma-separated (default 0,1,2,3,4,5)")
-    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--epochs", type=_at_least(1), default=80)
     p.add_argument("--patience", type=int, default=0,
                    help="early-stopping patience in epochs on a speaker-disjoint validation "
                    "split (paper: 6); 0 (default, measured better): all epochs, every speaker")
@@ -130,7 +133,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_at_least(1), default=1,
                    help="torch threads (default 1: two were 40x slower with another process "
                    "busy on a 2-core machine; 2 helps only on an idle one)")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N clips (tests)")
+    p.add_argument("--limit", type=_at_least(0), default=0,
+                   help="use only N clips, every k-th of all (tests)")
     p.add_argument("--no-voice", action="store_true",
                    help="leave out the pretrained voice branch (encoders/voice.py)")
     p.add_argument("--voice-weights", type=Path, default=None,
@@ -197,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_config(args: argparse.Namespace) -> object:
+def _train_config(args: argparse.Namespace) -> TrainConfig:
     from edge_ser_model.train import TrainConfig
 
     return TrainConfig(
@@ -223,9 +227,28 @@ def _check_args(args: argparse.Namespace) -> None:
                 if args.encoder == "whisper-tiny" else " (docs/distilhubert.md)")
         raise EdgeSerError(f"--encoder {args.encoder}: give --weights DIR, a local copy of its "
                            f"weights{hint}, or --random-init")
+    compact_only = [opt for opt, given in (
+        ("--voice-weights", args.voice_weights is not None),
+        ("--voice-random-init", args.voice_random_init), ("--no-voice", args.no_voice),
+        ("--no-pitch", args.no_pitch)) if given]
+    if frozen and compact_only:
+        raise EdgeSerError(f"{', '.join(compact_only)}: only for --encoder compact (this is "
+                           f"--encoder {args.encoder})")
     if not frozen and (args.weights is not None or args.random_init):
         raise EdgeSerError("--weights / --random-init: the compact encoder is trained here "
                            "(its voice branch takes --voice-weights)")
+    if frozen and getattr(args, "scheme", "auto") != "auto":
+        from edge_ser_model.quantize import resolve
+
+        resolve(args.scheme)
+    if frozen and getattr(args, "representation", None):
+        from edge_ser_model.frozen import Representation
+
+        rep = Representation.parse(args.representation)
+        layers = 5 if args.encoder == "whisper-tiny" else 3
+        if max(rep.layers) >= layers:
+            raise EdgeSerError(f"--representation: {args.encoder} has layers 0-{layers - 1} "
+                               f"(0: the stem), not {max(rep.layers)}")
 
 
 def _clips(args: argparse.Namespace) -> list[Clip]:
@@ -301,12 +324,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from edge_ser_model.evaluate import evaluate_compact
 
         clips, feats, voice = _load(args)
-        lines = evaluate_compact(args, clips, feats, voice, _train_config(args), _meta)  # type: ignore[arg-type]
+        lines = evaluate_compact(args, clips, feats, voice, _train_config(args), _meta)
     else:
         from edge_ser_model.evaluate import evaluate_frozen
 
         clips, feats, backbone = _load_frozen(args)
-        lines = evaluate_frozen(args, clips, feats, backbone, _train_config(args), _meta)  # type: ignore[arg-type]
+        lines = evaluate_frozen(args, clips, feats, backbone, _train_config(args), _meta)
     for line in lines:
         print(line)
     return 0
@@ -323,7 +346,7 @@ def run_train(args: argparse.Namespace) -> int:
         from edge_ser_model.ship import train_and_ship
 
         clips, feats, voice = _load(args)
-        paths = train_and_ship(clips, feats, _train_config(args), args.seeds, args.out,  # type: ignore[arg-type]
+        paths = train_and_ship(clips, feats, _train_config(args), args.seeds, args.out,
                                name, evaluation, args.calm, pitch=not args.no_pitch,
                                voice=voice, license=licence)
     else:
@@ -331,7 +354,7 @@ def run_train(args: argparse.Namespace) -> int:
 
         choice = frozen_choice(evaluation, args.representation, args.head, args.encoder)
         clips, feats, backbone = _load_frozen(args)
-        paths = train_and_ship_frozen(clips, feats, backbone, choice, _train_config(args),  # type: ignore[arg-type]
+        paths = train_and_ship_frozen(clips, feats, backbone, choice, _train_config(args),
                                       args, name, evaluation, licence)
     for p in paths:
         print(f"wrote {p}")
@@ -342,6 +365,9 @@ def run_build(args: argparse.Namespace) -> int:
     """``evaluate`` into OUT/eval, then ``train`` with its report."""
     out = args.out
     check_out_dir(out)
+    if args.encoder != "compact" and args.protocol == "cv":
+        raise EdgeSerError(f"build --encoder {args.encoder}: the choice comes from "
+                           "leave-one-corpus-out; use --protocol loco or both")
     args.out = out / "eval"
     run_evaluate(args)
     report = "loco_report.json" if args.protocol != "cv" else "cv_report.json"
@@ -351,7 +377,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def _evaluation(path: Path) -> dict[str, object]:
-    """The ``--evaluation`` cv_report.json, read before any training."""
+    """The ``--evaluation`` report (loco_report.json or cv_report.json), read before any
+    training."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

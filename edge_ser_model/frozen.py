@@ -22,6 +22,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
+from edge_ser import SAMPLE_RATE, WINDOW_S
 from edge_ser.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ BACKBONES = ("whisper-tiny", "distilhubert")
 #: pooled statistics of a hidden state: mean, or mean and standard deviation
 POOLINGS = ("mean", "meanstd")
 FRAME = 320  # input samples per frame of both backbones (20 ms)
+WINDOW_SAMPLES = int(round(WINDOW_S * SAMPLE_RATE))
 
 
 class Backbone(Protocol):
@@ -40,6 +42,9 @@ class Backbone(Protocol):
     width: int
     layers: int
     weights_id: str
+    #: the graph encodes only up to the end of speech (else the whole window, padding masked
+    #: in the pooling only: DistilHuBERT's chunked front end is unrolled at the window length)
+    cuts_speech: bool
 
     def hidden_states(self, waveform: Tensor) -> list[Tensor]: ...
 
@@ -70,7 +75,7 @@ def pooled_states(backbone: Backbone, waveform: Tensor, upto: int | None = None)
     speech frames. Rows are cut to the batch's speech end; a row that ends earlier is masked in
     the pooling, but attention sees its padding: one window per call gives the training
     features exactly."""
-    x = waveform[:, : speech_end(waveform)]
+    x = waveform[:, : speech_end(waveform)] if backbone.cuts_speech else waveform
     mask = backbone.frame_mask(x)
     states = backbone.hidden_states(x)[: upto]
     return [torch.cat(masked_mean_std(h, mask), dim=1) for h in states]
@@ -90,7 +95,10 @@ class BackboneFeatures:
                 f"weights={self.backbone.weights_id})")
 
     def __call__(self, x: Tensor) -> Tensor:
-        x = nn.functional.pad(x, (0, -x.shape[1] % FRAME))  # whole frames, as in a window
+        if self.backbone.cuts_speech:
+            x = nn.functional.pad(x, (0, -x.shape[1] % FRAME))  # whole frames, as in a window
+        else:  # the whole window, as the graph sees it
+            x = nn.functional.pad(x, (0, WINDOW_SAMPLES - x.shape[1]))
         with torch.no_grad():
             rows = [torch.cat(pooled_states(self.backbone, x[i : i + 1]), dim=1)
                     for i in range(x.shape[0])]
@@ -130,7 +138,7 @@ class Representation:
         try:
             layers, pooling = text.removeprefix("L").split("-")
             return cls(tuple(int(i) for i in layers.split("+")), pooling)
-        except ValueError:
+        except (ValueError, ConfigError):
             raise ConfigError(f"representation: {text!r} is not like L2-mean or "
                               "L1+2-meanstd") from None
 
@@ -171,6 +179,7 @@ class WhisperBackbone(nn.Module):
     """Whisper tiny.en's encoder (``encoders.whisper``): the stem and its 4 blocks."""
 
     name = "whisper-tiny"
+    cuts_speech = True
 
     def __init__(self, encoder: nn.Module, weights_id: str) -> None:
         super().__init__()
@@ -203,6 +212,7 @@ class DistilHubertBackbone(nn.Module):
     """DistilHuBERT (``encoders.distilhubert``): the projected front end and its 2 layers."""
 
     name = "distilhubert"
+    cuts_speech = False
 
     def __init__(self, model: nn.Module, weights_id: str) -> None:
         super().__init__()
@@ -217,8 +227,16 @@ class DistilHubertBackbone(nn.Module):
         m = self.model
         feats = m.front(waveform).transpose(1, 2)  # type: ignore[operator]
         hidden = m.encoder.feature_projection(feats)  # type: ignore[union-attr,operator]
-        out = m.encoder.encoder(hidden, output_hidden_states=True)  # type: ignore[union-attr,operator]
-        return list(out.hidden_states)
+        # the encoder's own steps, each state kept (transformers 5 no longer returns them from
+        # the bare encoder); the layers return a tensor, or a tuple in transformers 4
+        enc: Any = m.encoder.encoder  # type: ignore[union-attr]
+        hidden = enc.layer_norm(hidden + enc.pos_conv_embed(hidden))
+        states = [hidden]
+        for layer in enc.layers:
+            out = layer(hidden, attention_mask=None)
+            hidden = out[0] if isinstance(out, tuple) else out
+            states.append(hidden)
+        return states
 
     def frame_mask(self, waveform: Tensor) -> Tensor:
         mask: Tensor = self.model.speech_frames(waveform)  # type: ignore[operator]

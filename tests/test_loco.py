@@ -47,6 +47,19 @@ def test_collapse_detector() -> None:
     assert s["recall_sadness"] == 1.0 and s["recall_anger"] == 0.0
 
 
+def test_a_loco_report_goes_into_the_metadata() -> None:
+    """``build --encoder compact`` hands train a leave-one-corpus-out report (it crashed on
+    the missing CV summary)."""
+    from edge_ser_model.ship import evaluation_summary
+
+    per = {c: {"uar": u} for c, u in (("a", 0.3), ("b", 0.5))}
+    report = {"corpora": ["a", "b"], "choice": {"system": "compact"}, "meta": {},
+              "systems": {"compact": {"uar_mean": 0.4, "uar_min": 0.3, "per_corpus": per}}}
+    summary = json.loads(evaluation_summary(report))
+    assert summary["protocol"] == "leave-one-corpus-out" and summary["uar_mean"] == 0.4
+    assert summary["per_corpus_uar"] == {"a": 0.3, "b": 0.5}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["whisper-tiny", "distilhubert"])
 def test_build_runs_end_to_end_with_random_weights(encoder: str, shared_data: Path,

@@ -104,9 +104,10 @@ def test_pitch_shift_keeps_length_and_shifts_f0(examples: Path) -> None:
 # ---- data and folds ---------------------------------------------------------------------------
 
 def test_folds_are_speaker_disjoint(shared_data: Path) -> None:
-    clips = load_corpora(shared_data)
-    assert len(clips) == 960  # calm dropped
-    assert len(load_corpora(shared_data, calm="neutral")) == 1120
+    assert len(load_corpora(shared_data)) == 2587  # the four corpora, calm dropped
+    clips = load_corpora(shared_data, ("ravdess", "urdu"))
+    assert len(clips) == 960
+    assert len(load_corpora(shared_data, ("ravdess", "urdu"), calm="neutral")) == 1120
     folds = speaker_folds(clips, k=5, seed=0)
     seen = np.concatenate([te for _, te in folds])
     assert sorted(seen.tolist()) == list(range(len(clips)))
@@ -315,6 +316,13 @@ def test_kit_misuse_is_refused_before_any_work(tmp_path: Path) -> None:
          "--encoder whisper-tiny: give --evaluation loco_report.json"),
         (["train", "--out", str(tmp_path / "m"), "--random-init", "--representation", "L9-x",
           "--head", "lr"], "representation: 'L9-x' is not like L2-mean"),
+        (["train", "--out", str(tmp_path / "m"), "--random-init", "--representation", "L9-mean",
+          "--head", "lr"], "--representation: whisper-tiny has layers 0-4"),
+        (["build", "--random-init", "--protocol", "cv", "--out", str(tmp_path / "b")],
+         "the choice comes from leave-one-corpus-out"),
+        (["build", "--random-init", "--scheme", "bogus", "--out", str(tmp_path / "b")],
+         "quantization scheme 'bogus'"),
+        (["evaluate", "--copies", "-1"], "--copies: -1 is below 0"),
         (["train", "--out", str(tmp_path / "m"), "--data", str(tmp_path / "data"),
           "--corpora", "mine"], "--license: the licence of corpus mine is not known"),
     ]

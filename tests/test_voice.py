@@ -140,7 +140,8 @@ def test_weight_file_errors_are_one_line(tmp_path: Path, weights: Path) -> None:
 
 
 def test_cli_names_a_bad_weights_file(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "edge_ser_model", "evaluate", "--voice-weights",
+    cmd = [sys.executable, "-m", "edge_ser_model", "evaluate", "--encoder", "compact",
+           "--voice-weights",
            str(tmp_path / "missing.pt"), "--out", str(tmp_path / "eval")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -156,7 +157,8 @@ def test_cli_refuses_a_bad_setting_before_any_work(
     tmp_path: Path, command: str, option: str, value: str, error: str
 ) -> None:
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "edge_ser_model", command, option, value, "--out", str(out)]
+    cmd = [sys.executable, "-m", "edge_ser_model", command, "--encoder", "compact", option, value,
+           "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [f"edge-ser-model {command}: error: {error}"]
