@@ -170,7 +170,7 @@ def frozen_card(meta: dict[str, str], report: dict[str, Any],
         f"| int8 | {report['int8']['scheme']}, MatMuls kept fp32: {kept}; "
         f"{report['int8']['size_mb']:.1f} MB (fp32 {report['fp32']['size_mb']:.1f} MB) |",
         f"| int8/fp32 argmax agreement | {agree['argmax_agreement']:.3f} on "
-        f"{agree['windows']:.0f} held-out real windows |", "",
+        f"{agree['windows']:.0f} real windows (none used to calibrate it) |", "",
     ]
     if evaluation and "corpora" in evaluation:
         names = evaluation["corpora"]

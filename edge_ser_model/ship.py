@@ -261,9 +261,9 @@ def train_and_ship(
 # --- frozen pretrained encoders -----------------------------------------------------------------
 
 #: int8 schemes tried in turn for a frozen encoder's graph (``--scheme auto``): the first whose
-#: argmax agrees with fp32 on >= 99 % of held-out real windows ships. Each is (scheme, MatMuls
-#: kept fp32): the first block's attention projection reads the convolution stem and was the
-#: most sensitive to int8 (docs/training.md)
+#: argmax agrees with fp32 on >= 99 % of real windows that did not calibrate it ships. Each is
+#: (scheme, MatMuls kept fp32): the first block's attention projection reads the convolution
+#: stem and was the most sensitive to int8 (docs/training.md)
 FROZEN_SCHEMES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dynamic-matmul-pc", ()),
     ("dynamic-matmul-pc", ("blocks.0/qkv",)),
@@ -388,8 +388,8 @@ def train_and_ship_frozen(
         info = quantize_int8(fp32, int8, calib, scheme, keep_fp32=keep)
         agree = agreement(ref, logits(int8, check))
         tried.append({**info, "keep_fp32": list(keep), "int8_vs_fp32": agree})
-        log.info("int8 %s (fp32: %s): %.2f MB, argmax agreement with fp32 on %d held-out real "
-                 "windows %.4f", scheme, ", ".join(keep) or "none", info["size_mb"], len(check),
+        log.info("int8 %s (fp32: %s): %.2f MB, argmax agreement with fp32 on %d real windows "
+                 "%.4f", scheme, ", ".join(keep) or "none", info["size_mb"], len(check),
                  agree["argmax_agreement"])
         if agree["argmax_agreement"] >= AGREEMENT_TARGET:
             break
