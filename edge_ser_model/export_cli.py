@@ -15,10 +15,14 @@ from edge_ser.errors import EdgeSerError
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder", choices=("distilhubert", "compact"), default="distilhubert")
+    parser.add_argument("--encoder", choices=("distilhubert", "whisper-tiny", "compact"),
+                        default="distilhubert",
+                        help="whisper-tiny: the frozen encoder's graph with an untrained head "
+                        "(cost and int8 checks; a trained one comes from build / train)")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--weights", type=Path, metavar="DIR",
-                     help="local ntu-spml/distilhubert directory holding pytorch_model.bin")
+                     help="local weights: ntu-spml/distilhubert directory holding "
+                     "pytorch_model.bin, or Whisper tiny.en (see edge-ser-model build)")
     src.add_argument("--random-init", action="store_true",
                      help="the exact architecture with random weights (for tests and benchmarks)")
     parser.add_argument("--sha256", default=None,
@@ -33,6 +37,67 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="real speech (corpus dirs with manifest.csv, or WAVs); "
                         "default ../shared/data, else examples/clips")
     parser.add_argument("--window-s", type=float, default=WINDOW_S)
+    parser.add_argument("--representation", default="L2-meanstd", metavar="SPEC",
+                        help="whisper-tiny: the layers and pooling the head reads")
+
+
+def _export_whisper(args: argparse.Namespace) -> dict[str, Any]:
+    """The frozen Whisper graph with a data-initialised, untrained LR head: its size, cost and
+    int8 agreement on real speech, without a training run."""
+    import numpy as np
+
+    from edge_ser_model.encoders.compact import CompactHead
+    from edge_ser_model.export import (
+        base_metadata,
+        default_calibration_source,
+        export_frozen,
+        logits,
+    )
+    from edge_ser_model.frozen import (
+        FrozenSER,
+        Representation,
+        load_backbone,
+        smooth_activations,
+    )
+    from edge_ser_model.quantize import agreement, quantize_int8, speech_files, speech_windows
+    from edge_ser_model.ship import FROZEN_SCHEMES
+
+    if args.weights is None and not args.random_init:
+        raise EdgeSerError("export: whisper-tiny needs --weights DIR or --random-init")
+    if args.checkpoint is not None:
+        raise EdgeSerError("export: --checkpoint is for distilhubert; a trained whisper-tiny "
+                           "model comes from edge-ser-model build / train")
+    rep = Representation.parse(args.representation)
+    backbone = load_backbone("whisper-tiny", args.weights, args.random_init, args.sha256,
+                             check=not args.no_sha256_check)
+    files = speech_files(args.calibration_data or default_calibration_source())
+    calib = speech_windows(files, 32, 0, args.window_s)
+    check = speech_windows(files, 100, 1, args.window_s)
+    import torch
+
+    width = backbone.width * len(rep.layers) * (1 if rep.pooling == "mean" else 2)
+    head = CompactHead(width, hidden=0).eval()
+    model = FrozenSER(backbone, rep, [head], backbone.width).eval()
+    with torch.no_grad():  # standardise with real speech, random directions: logits that vary
+        emb = model.embed(torch.from_numpy(calib))
+        head.feat_mean.copy_(emb.mean(0))
+        head.feat_std.copy_(emb.std(0).clamp_min(1e-3))
+        linear: Any = head.net[-1]
+        linear.weight.normal_(0.0, 1.0 / np.sqrt(width))
+    smooth_activations(model, torch.from_numpy(calib))
+    out: Path = args.out
+    fp32, int8 = out / "whisper-tiny.fp32.onnx", out / "whisper-tiny.int8.onnx"
+    meta = base_metadata("whisper-tiny", "edge-ser-whisper-tiny-untrained-fp32", args.window_s,
+                         representation=rep.name, batching="per-window",
+                         training_data="none (head not trained)",
+                         encoder_weights=backbone.weights_id)
+    report: dict[str, Any] = {"encoder": "whisper-tiny", "weights": backbone.weights_id,
+                              "fp32": export_frozen(model, fp32, meta, args.window_s)}
+    scheme, keep = (FROZEN_SCHEMES[1] if args.scheme == "auto" else (args.scheme, ()))
+    report["int8"] = quantize_int8(fp32, int8, calib, scheme, keep_fp32=keep)
+    report["int8_vs_fp32"] = agreement(logits(fp32, check), logits(int8, check))
+    (out / "whisper-tiny.report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def _export_compact(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,6 +142,8 @@ def run_export(args: argparse.Namespace) -> int:
             scheme=args.scheme, calibration_data=args.calibration_data,
             checkpoint=args.checkpoint, expected_sha256=args.sha256,
             use_default_sha256=not args.no_sha256_check, window_s=args.window_s)
+    elif args.encoder == "whisper-tiny":
+        report = _export_whisper(args)
     else:
         report = _export_compact(args)
     agree = report["int8_vs_fp32"]

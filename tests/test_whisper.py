@@ -197,3 +197,24 @@ def test_exported_graph_gives_the_training_features(examples: Path, tmp_path: Pa
     window = prepare_window(clip)
     emb = session(path).run(["embedding"], {"waveform": window[None]})[0]
     np.testing.assert_allclose(emb[0], rep.select(feats, 384)[0], atol=1e-4)
+
+
+def test_export_command_writes_the_frozen_graph(tmp_path: Path) -> None:
+    """``edge-ser-model export --encoder whisper-tiny``: the graph with an untrained head, its
+    int8 twin and their agreement on real speech (random weights: the path, not the figures)."""
+    import json
+    import subprocess
+    import sys
+
+    from edge_ser_model.export import check_contract, read_metadata
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "edge_ser_model", "export", "--encoder",
+                           "whisper-tiny", "--random-init", "--representation", "L1-mean",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check_contract(out / "whisper-tiny.int8.onnx")
+    assert read_metadata(out / "whisper-tiny.int8.onnx")["representation"] == "L1-mean"
+    report = json.loads((out / "whisper-tiny.report.json").read_text())
+    assert report["int8_vs_fp32"]["windows"] > 0
+    assert proc.stdout.startswith("whisper-tiny: fp32 ")
