@@ -50,10 +50,11 @@ def test_low_memory_mode_gives_the_same_logits(shipped_model: Path, batch: np.nd
 
     a = OnnxModel(shipped_model).logits(batch)
     b = OnnxModel(shipped_model, low_memory=True).logits(batch)
-    # without prepacked weights the int8 LSTMs take another kernel path: rounding only (0.004
-    # measured; the int8 file differs from its fp32 twin by 0.05 on average)
+    # without prepacked weights the int8 MatMuls take another kernel path: rounding only (up to
+    # 0.012 measured with the Whisper model's sensitive head; its int8 file differs from the
+    # fp32 twin by 0.09 on average)
     assert np.array_equal(a.argmax(axis=1), b.argmax(axis=1))
-    assert np.allclose(a, b, atol=0.01)
+    assert np.allclose(a, b, atol=0.03)
     twin = shipped_model.with_name(shipped_model.name.replace(".int8.", ".fp32."))
     if twin.is_file():  # fp32 arithmetic: the same numbers
         assert np.allclose(OnnxModel(twin).logits(batch),
