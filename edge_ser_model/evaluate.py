@@ -274,6 +274,13 @@ def evaluate_compact(args: argparse.Namespace, clips: Sequence[Clip], feats: NDA
     return lines
 
 
+def _choice(systems: dict[str, Any]) -> dict[str, Any]:
+    """The best system by mean UAR, as what ``train`` needs to rebuild it."""
+    best = best_system(systems)
+    return {"system": best, "representation": systems[best]["representation"],
+            "head": systems[best]["head"], "c": systems[best].get("c", 0.1)}
+
+
 def evaluate_frozen(args: argparse.Namespace, clips: Sequence[Clip], feats: NDArray[np.float32],
                     backbone: Any, cfg: TrainConfig, meta: Meta) -> list[str]:
     """Choose layers, pooling and head of a frozen encoder by leave-one-corpus-out
@@ -288,9 +295,7 @@ def evaluate_frozen(args: argparse.Namespace, clips: Sequence[Clip], feats: NDAr
         names, folds = corpus_folds(clips)
         systems = search(clips, feats, backbone.width, backbone.layers, folds, names, cfg,
                          args.seeds, weights)
-        best = best_system(systems)
-        choice = {"system": best, "representation": systems[best]["representation"],
-                  "head": systems[best]["head"], "c": systems[best].get("c", 0.1)}
+        choice = _choice(systems)
         if not args.no_baseline:
             systems.update(_baseline_table(clips, folds, names, args.cache))
         report = {"meta": {**meta(args, "leave-one-corpus-out"), "backbone": backbone.name,
@@ -305,9 +310,7 @@ def evaluate_frozen(args: argparse.Namespace, clips: Sequence[Clip], feats: NDAr
             names = [f"fold{i + 1}" for i in range(len(folds))]
             systems = search(clips, feats, backbone.width, backbone.layers, folds, names, cfg,
                              args.seeds, weights)
-            best = best_system(systems)
-            choice = {"system": best, "representation": systems[best]["representation"],
-                      "head": systems[best]["head"], "c": systems[best].get("c", 0.1)}
+            choice = _choice(systems)
         system = system_of(choice, feats, y, backbone.width, cfg, args.seeds, weights)
         preds: dict[str, Sequence[NDArray[np.int64]]] = {
             choice["system"]: [system(tr, te).argmax(1) for tr, te in folds]}
