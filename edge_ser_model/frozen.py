@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from edge_ser import SAMPLE_RATE, WINDOW_S
 from edge_ser.errors import ConfigError
+from edge_ser_model.encoders.compact import masked_mean_std
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,6 @@ def speech_end(waveform: Tensor) -> Tensor:
     return torch.clamp(torch.ceil(last / FRAME) * FRAME, min=2 * FRAME, max=n).to(torch.int64)
 
 
-def masked_mean_std(hidden: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and standard deviation over the frames where ``mask`` is 1: ``[B, D]`` each."""
-    m = mask[:, : hidden.shape[1], None]
-    n = m.sum(dim=1).clamp_min(1.0)
-    mean = (hidden * m).sum(dim=1) / n
-    var = (((hidden - mean[:, None, :]) ** 2) * m).sum(dim=1) / n
-    return mean, torch.sqrt(var + 1e-6)
-
-
 def pooled_states(backbone: Backbone, waveform: Tensor, upto: int | None = None) -> list[Tensor]:
     """Per hidden state (up to ``upto``), ``[B, 2 * width]``: mean then std over each row's
     speech frames. Rows are cut to the batch's speech end; a row that ends earlier is masked in
@@ -78,7 +70,9 @@ def pooled_states(backbone: Backbone, waveform: Tensor, upto: int | None = None)
     x = waveform[:, : speech_end(waveform)] if backbone.cuts_speech else waveform
     mask = backbone.frame_mask(x)
     states = backbone.hidden_states(x)[: upto]
-    return [torch.cat(masked_mean_std(h, mask), dim=1) for h in states]
+    # the compact front end's masked statistics, over time laid out last: [B, D, T]
+    return [torch.cat(masked_mean_std(h.transpose(1, 2), mask[:, : h.shape[1]]), dim=1)
+            for h in states]
 
 
 class BackboneFeatures:
@@ -267,15 +261,21 @@ def load_backbone(name: str, weights: Path | None = None, random_init: bool = Fa
             return WhisperBackbone(random_whisper(), "random")
         enc, digest = load_whisper(weights, expected_sha256=sha256, check=check)
         return WhisperBackbone(enc, digest[:16])
-    from edge_ser_model.encoders.distilhubert import EXPECTED_SHA256, DistilHubertClassifier
-    from edge_ser_model.encoders.whisper import check_sha256
+    from edge_ser_model.encoders import sha256_file
+    from edge_ser_model.encoders.distilhubert import (
+        EXPECTED_SHA256,
+        WEIGHTS_FILE,
+        DistilHubertClassifier,
+    )
 
     want = sha256 or (EXPECTED_SHA256 if check else None)
     model = DistilHubertClassifier(weights_dir=weights, random_init=weights is None,
                                    expected_sha256=want, seed=0)
-    digest = "random" if weights is None else check_sha256(
-        Path(weights) / "pytorch_model.bin", want, check=False)[:16]
-    return DistilHubertBackbone(model.eval(), digest)
+    if weights is None:
+        digest = "random"
+    else:  # the loader checked the file against ``want``: hash it again only when unchecked
+        digest = want.lower() if want else sha256_file(Path(weights) / WEIGHTS_FILE)
+    return DistilHubertBackbone(model.eval(), digest[:16])
 
 
 @torch.no_grad()

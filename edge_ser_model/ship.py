@@ -194,11 +194,11 @@ def quantize_compact(
 
 def evaluation_summary(report: dict[str, Any] | None) -> str:
     """The evaluation's figures as the metadata ``evaluation`` JSON string: a leave-one-corpus-
-    out report's choice (:func:`frozen_summary`), or every system's CV means/stds."""
+    out report's choice (:func:`_loco_summary`), or every system's CV means/stds."""
     if not report:
         return "{}"
     if "corpora" in report:
-        return frozen_summary(report)
+        return _loco_summary(report)
     out: dict[str, Any] = {"protocol": report.get("meta", {}).get("protocol", "speaker k-fold CV")}
     for name, system in report.get("systems", {}).items():
         s = system["summary"]
@@ -322,10 +322,8 @@ def lr_head(x: NDArray[np.float32], y: NDArray[np.int64], w: NDArray[np.float64]
     return head
 
 
-def frozen_summary(report: dict[str, Any] | None) -> str:
-    """The evaluation's leave-one-corpus-out figures for the metadata ``evaluation`` JSON."""
-    if not report or "corpora" not in report:
-        return evaluation_summary(report)
+def _loco_summary(report: dict[str, Any]) -> str:
+    """A leave-one-corpus-out report's choice and figures for the metadata ``evaluation``."""
     choice = report["choice"]["system"]
     s = report["systems"][choice]
     out = {"protocol": "leave-one-corpus-out", "system": choice,
@@ -373,7 +371,7 @@ def train_and_ship_frozen(
     meta = base_metadata(
         backbone.name, f"{name}-fp32", training_data=" + ".join(corpora) + f" (calm {calm})",
         license=f"{licence}; {FROZEN_LICENSES[backbone.name]}",
-        evaluation=frozen_summary(evaluation), encoder_weights=backbone.weights_id,
+        evaluation=evaluation_summary(evaluation), encoder_weights=backbone.weights_id,
         representation=rep.name, head=f"{choice['head']} x{len(heads)}",
         outputs="logits,embedding", batching="per-window",
     )
